@@ -1,0 +1,178 @@
+"""`vpgtrans` command line: one subcommand per step, `transfer` for all of them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from .errors import VPGTransError
+
+
+def _training_args(parser: argparse.ArgumentParser, stage_steps: tuple[str, ...]) -> None:
+    group = parser.add_argument_group("training")
+    for flag in stage_steps:
+        group.add_argument(flag, type=int, default=None, help="optimizer steps (default: one epoch for warm-up, --stage2-epochs for fine-tuning)")
+    group.add_argument("--stage2-epochs", type=float, default=5.0, help="fine-tuning length when no step count is given")
+    group.add_argument("--batch-size", type=int, default=64, help="per-device micro-batch")
+    group.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    group.add_argument("--lr", type=float, default=1e-4, help="base learning rate (fine-tuning; warm-up uses lr x mult)")
+    group.add_argument("--warmup-lr-mult", type=float, default=5.0, help="warm-up LR multiplier (paper: 5)")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="frozen ViT/LLM dtype and autocast")
+    group.add_argument("--max-text-tokens", type=int, default=32)
+    group.add_argument("--checkpoint-every", type=int, default=200, help="optimizer steps between checkpoints")
+    group.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
+    group.add_argument("--skip-bad-samples", action="store_true", help="skip and count unreadable records instead of failing")
+    group.add_argument("--resume", action="store_true", help="continue the run already in OUT")
+    group.add_argument("--overwrite", action="store_true", help="delete what OUT holds and start afresh")
+
+
+def _training_config(args: argparse.Namespace):
+    from .transfer import TrainingConfig
+
+    return TrainingConfig(
+        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup_lr_mult=args.warmup_lr_mult,
+        stage1_steps=getattr(args, "stage1_steps", None) or getattr(args, "steps", None) if args.command != "finetune" else None,
+        stage2_steps=getattr(args, "stage2_steps", None) or (getattr(args, "steps", None) if args.command == "finetune" else None),
+        stage2_epochs=args.stage2_epochs, seed=args.seed, precision=args.precision,
+        max_text_tokens=args.max_text_tokens, checkpoint_every=args.checkpoint_every, num_workers=args.num_workers,
+    )
+
+
+def cmd_transfer(args: argparse.Namespace) -> None:
+    from .transfer import TransferConfig, run_transfer
+
+    config = TransferConfig(
+        src=args.src, dst=args.dst, data=args.data, out=args.out, training=_training_config(args),
+        converter=args.converter, skip_bad_samples=args.skip_bad_samples,
+    )
+    model_dir = run_transfer(config, resume=args.resume, overwrite=args.overwrite)
+    print(f"model: {model_dir}")
+    print(f"run record: {Path(args.out) / 'run.json'}")
+
+
+def cmd_fit_converter(args: argparse.Namespace) -> None:
+    from .converter import ConverterFitConfig, fit_converter
+    from .data import load_caption_data
+
+    captions = load_caption_data(args.data, args.skip_bad_samples).captions() if args.data else []
+    converter = fit_converter(args.src, args.dst, captions, ConverterFitConfig(method=args.converter, seed=args.seed))
+    converter.save(args.out)
+    print(json.dumps(asdict(converter.report), indent=2))
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from .converter import WordConverter
+    from .transfer import initialise, save_model
+
+    converter = WordConverter.load(args.converter) if args.converter else None
+    model, processor, report = initialise(args.src, args.dst, converter, seed=args.seed)
+    save_model(model, processor, Path(args.out))
+    print(json.dumps(asdict(report), indent=2))
+
+
+def cmd_stage(args: argparse.Namespace) -> None:
+    """`warmup` and `finetune`: one stage on a grafted model folder."""
+    from .data import load_caption_data
+    from .graft import load_blip2
+    from .train import HALF_DTYPES, make_accelerator
+    from .transfer import RunFolder, finetune_stage, run_stage, save_model, set_precision, warmup_stage
+
+    training = _training_config(args)
+    data = load_caption_data(args.data, args.skip_bad_samples)
+    model, processor = load_blip2(args.model, HALF_DTYPES[training.precision])
+    set_precision(model, training.precision)
+    accelerator = make_accelerator(training.precision, training.grad_accum)
+    settings = {"command": args.command, "model": args.model, "data": args.data, "training": asdict(training)}
+    run = RunFolder(args.out, settings, args.resume, args.overwrite)
+    make = warmup_stage if args.command == "warmup" else finetune_stage
+    run_stage(model, processor, data, make(training, len(data.records), accelerator.num_processes), training, run, accelerator)
+    if accelerator.is_main_process:
+        save_model(model, processor, run.path / "model")
+    run.save(status="done", model=str(run.path / "model"))
+    print(f"model: {run.path / 'model'}")
+
+
+def cmd_caption(args: argparse.Namespace) -> None:
+    from PIL import Image
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+    from .generation import GenerationSettings, generate
+
+    model = Blip2ForConditionalGeneration.from_pretrained(args.model).eval()
+    processor = Blip2Processor.from_pretrained(args.model)
+    images = []
+    for path in args.images:
+        try:
+            images.append(Image.open(path).convert("RGB"))
+        except OSError as exc:
+            raise VPGTransError(f"{path}: cannot read image ({exc.__class__.__name__})") from exc
+    settings = GenerationSettings(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
+    for path, text in zip(args.images, generate(model, processor, images, None, settings)):
+        print(f"{path}\t{text}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vpgtrans", description="Transfer a BLIP-2 visual prompt generator to a new LLM.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transfer", help="fit converter, graft, warm up, fine-tune: the whole VPGTrans transfer")
+    p.add_argument("--src", required=True, help="BLIP-2 folder, hub id or preset (e.g. blip2-opt-2.7b)")
+    p.add_argument("--dst", required=True, help="causal LM folder, hub id or preset (e.g. llama-7b)")
+    p.add_argument("--data", required=True, help="image-caption JSONL or imagefolder")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--converter", choices=["ridge", "paper"], default="ridge", help="converter fit (default: closed-form ridge)")
+    _training_args(p, ("--stage1-steps", "--stage2-steps"))
+    p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("fit-converter", help="fit the word-embedding converter between two LLMs")
+    p.add_argument("--src", required=True, help="BLIP-2 or LLM folder, hub id or preset")
+    p.add_argument("--dst", required=True, help="BLIP-2 or LLM folder, hub id or preset")
+    p.add_argument("--data", help="captions to weight tokens by frequency (needed for --converter paper)")
+    p.add_argument("--out", required=True, help="converter file (.safetensors)")
+    p.add_argument("--converter", choices=["ridge", "paper"], default="ridge")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-bad-samples", action="store_true")
+    p.set_defaults(func=cmd_fit_converter)
+
+    p = sub.add_parser("init", help="graft the source VPG onto the destination LLM with the fused projector")
+    p.add_argument("--src", required=True)
+    p.add_argument("--dst", required=True)
+    p.add_argument("--converter", help="converter file from fit-converter (omit for a random projector)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_init)
+
+    for name, help_text in (("warmup", "stage 1: train the projector alone at warmup-lr-mult x LR"),
+                            ("finetune", "stage 2: train Q-Former, queries, ln_vision and projector")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--model", required=True, help="grafted BLIP-2 folder (from init or warmup)")
+        p.add_argument("--data", required=True)
+        p.add_argument("--out", required=True, help="run folder; the model goes to OUT/model")
+        _training_args(p, ("--steps",))
+        p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("caption", help="caption images with a BLIP-2 folder")
+    p.add_argument("--model", required=True)
+    p.add_argument("images", nargs="+")
+    p.add_argument("--num-beams", type=int, default=5)
+    p.add_argument("--max-new-tokens", type=int, default=30)
+    p.set_defaults(func=cmd_caption)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except VPGTransError as exc:
+        print(f"vpgtrans: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""Benchmark metrics: COCO caption tokenisation + CIDEr-D, VQA accuracy, GQA and OK-VQA.
+
+Everything here is pure Python (numpy only) and reproduces the official evaluation code:
+
+* :func:`ptb_tokenize` is a pure-Python equivalent of pycocoevalcap's ``PTBTokenizer``
+  (Stanford CoreNLP 3.4.1 ``PTBTokenizer -preserveLines -lowerCase`` followed by dropping
+  the punctuation tokens pycocoevalcap drops), so no Java is needed.
+* :func:`cider_d` is CIDEr-D as computed by ``pycocoevalcap.cider`` (n=4, sigma=6).
+* :func:`vqa_accuracy` is the official VQA accuracy (``vqaEval.py``) incl. its quirks.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from functools import lru_cache
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------
+# PTB tokenisation (Stanford CoreNLP 3.4.1 PTBTokenizer, as used by the COCO caption eval)
+# ---------------------------------------------------------------------------------------
+
+#: Tokens pycocoevalcap removes after PTB tokenisation. Bracket tokens are listed in upper
+#: case but the tokenizer has already lower-cased them, so "-lrb-" etc. survive (as in COCO).
+PTB_PUNCTUATIONS = frozenset(
+    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
+     ".", "?", "!", ",", ":", "-", "--", "...", ";"]
+)
+
+_L = r"[^\W\d_]"  # a letter
+_AN = r"[^\W_]"  # a letter or digit
+_APO = r"['`]"  # apostrophes the lexer accepts inside words (after normalisation)
+_NUM = r"(?:\d*(?:[.,]\d+)+|\d+(?:[.:,]\d+)*)"
+_THING_TAIL = r"(?:[-_](?:[dol]" + _APO + r"(?=" + _AN + r"))?" + _AN + r"+)*"
+_BRACKETS = {"(": "-LRB-", ")": "-RRB-", "[": "-LSB-", "]": "-RSB-", "{": "-LCB-", "}": "-RCB-"}
+_UNICODE_MAP = str.maketrans({
+    "\u00a0": " ", "\u2018": "`", "\u2019": "'", "\u201a": "'", "\u201b": "`",
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2014": "--", "\u2013": "--",
+    "\u2026": "...", "\u00bc": "1/4", "\u00bd": "1/2", "\u00be": "3/4",
+    "\u00a3": "#", "\u20ac": "$", "\u00a2": "cents", "\ufeff": "",
+})
+# Abbreviations that keep their period (case-insensitive), then the case-sensitive ones.
+_ABBREV = (
+    "adj|adm|adv|al|ala|apr|ariz|assn|assoc|asst|attys?|aug|ave|bancorp|bhd|bldg|blvd|brig|"
+    "bros|calif|capt|cf|cie|cmdr|co|col|colo|comdr|conn|corp|cos|cpl|ct|dak|dec|dept|det|drs?|"
+    "elec|ens|esq|est|etc|ext|feb|fla|fri|ft|ga|gen|govs?|hon|inc|ind|insp|intl|invt|jan|jos|jr|"
+    "jul|jun|kans?|ky|lieut|lt|ltd|maj|mar|md|messrs|mfg|mich|minn|mlle|mme|mo|mon|mont|mrs?|ms|"
+    "msgr|mtg?|natl|neb|nev|nov|oct|okla|penn|pfc|ph|plc|pres|profs?|pty|pvt|rd|reps?|rev|rt|"
+    "sens?|sept?|seq|sfc|sgt|spc|sq|sr|st|ste|supts?|sys|tel|tenn|thu|thurs|tues?|univ|va|vs|vt|wed|"
+    "wisc?|wm|wyo"
+)
+_ABBREV_CASED = "Ark|Az|Del|Ill|La|Mass|Miss|Ore|Pa|Tex|Wash"
+_FUNCTION_WORDS = (
+    "A|About|According|Additionally|After|All|Also|Although|An|Another|As|At|Before|Both|But|"
+    "By|Did|During|Each|Earlier|Following|For|From|He|Her|Here|His|How|However|If|In|It|Its|"
+    "Last|Later|Many|More|Most|Mrs?\\.|Ms\\.|Now|On|Once|One|Other|Our|She|Since|So|Some|Such|"
+    "That|The|Their|Then|There|These|They|This|Two|Under|Upon|We|When|While|What|Who|Why|Yet|You"
+)
+
+
+def _rule(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
+    return re.compile(pattern, flags)
+
+
+# Lexer rules in priority order. Like JFlex, the longest match wins (trailing context, the
+# part of a match outside the group ``tok``, counts towards its length) and ties go to the
+# earlier rule. Each rule gives the token text; ``None`` means "the matched ``tok`` as is".
+_RULES: list[tuple[re.Pattern[str], str | None]] = [
+    (_rule(r"(?P<tok>can)not(?!" + _L + ")"), None),
+    (_rule(r"(?P<tok>gon|wan)na(?!" + _L + ")"), None),
+    (_rule(r"(?P<tok>got)ta(?!" + _L + ")"), None),
+    (_rule(r"(?P<tok>lem|gim)me(?!" + _L + ")"), None),
+    (_rule(r"(?P<tok>" + _APO + r"t)(?:is|was)(?!" + _L + ")"), None),
+    (_rule(r"</?[A-Za-z!][^<>\s]*>"), None),  # SGML tag
+    (_rule(r"--+"), "--"),
+    (_rule(r"(?P<tok>" + _L + _AN + r"*(?:[.!?]" + _L + _AN + r"*)*)"
+           + _APO + r"(?:s|m|d|re|ve|ll)(?!" + _L + ")"), None),  # word before 's 'll ...
+    (_rule(r"(?P<tok>" + _L + r"*[a-mo-z])n" + _APO + r"t(?!" + _L + ")"), None),  # do|n't
+    (_rule(r"(?P<tok>(?:th|y)')" + _L), None),  # th'|y' before a word
+    (_rule(_L + _AN + r"*(?:[.!?]" + _L + _AN + r"*)*"), None),  # WORD
+    (_rule(_L + r"*[aeiou]" + _APO + r"[aeiou]" + _L + r"*|c'mon"), None),  # ma'am, shi'ite
+    (_rule(r"'(?:n'?|em|til|till|cause|\d0s|\d\d)(?!" + _L + ")|(?:[dlj]|ol)'(?!" + _AN + ")"),
+     None),
+    (_rule(r"https?://[^\s\"<>|(){}]+[^\s\"<>|.!?(){},-]"), None),  # URL
+    (_rule(r"[A-Za-z0-9][^\s\"<>|(){}]*@[^\s\"<>|(){}.]+(?:\.[^\s\"<>|(){}.]+)*"), None),
+    (_rule(r"[@#][A-Za-z_]\w*"), None),  # twitter name / hashtag
+    (_rule(_APO + r"(?:s|m|d|re|ve|ll)(?!" + _L + ")"), None),
+    (_rule(r"n" + _APO + r"t(?!" + _L + ")"), None),
+    (_rule(r"\d{1,2}[-/]\d{1,2}[-/]\d{2,4}|\d{4}[-/]\d{1,2}[-/]\d{1,2}"), None),  # date
+    (_rule(r"[-+]?" + _NUM), None),
+    (_rule(r"(?:\d{1,4}[- ])?\d{1,4}\\?/\d{1,4}"), None),  # fraction (space -> nbsp below)
+    (_rule(_AN + r"+(?:-" + _L + r"+){0,2}(?:\\?/" + _AN + r"+(?:-" + _L + r"+){0,2}){1,2}"),
+     None),  # and/or
+    (_rule(r"[A-Z]*\$|#", 0), None),  # dollar signs
+    # Abbreviations: a single letter before a capitalised function word loses its period.
+    (_rule(r"(?P<tok>[A-Za-z])\. +(?:" + _FUNCTION_WORDS + r")(?=[\s?!]|$)", 0), None),
+    (_rule(r"(?:[A-Za-z]\.)+|(?:" + _ABBREV + r")\.") , None),
+    (_rule(r"(?:" + _ABBREV_CASED + r")\.", 0), None),
+    (_rule(r"(?P<tok>(?:ca|figs?|nos?|prop|p|pp|arts?|op)\.) ?\d"), None),
+    # THING: alphanumerics (or a leading number) joined by single hyphens / underscores.
+    (_rule(r"(?:[dol]" + _APO + r"(?=" + _AN + r"))?" + _AN + r"+" + _THING_TAIL), None),
+    (_rule(r"[-+]?" + _NUM + _THING_TAIL), None),
+    (_rule(r"[<>]?[:;=][-o*']?[()DPdpO\\{@|\[\]]", 0), None),  # smileys
+    (_rule(r"\.\.\."), None),
+    (_rule(r"[?!]+"), None),
+    (_rule(r"\*+|_+|@+|#+"), None),
+    (_rule(r'``|\'\'|"'), "''"),
+]
+
+
+def _tokenize_line(line: str) -> list[str]:
+    """PTB-tokenise one line (before lower-casing and punctuation removal)."""
+    line = line.translate(_UNICODE_MAP)
+    tokens: list[str] = []
+    pos, end = 0, len(line)
+    while pos < end:
+        if line[pos].isspace():
+            pos += 1
+            continue
+        best_len, consumed, token = 0, 1, line[pos]  # default: any other single character
+        for pattern, fixed in _RULES:
+            m = pattern.match(line, pos)
+            if m is None or m.end() - pos <= best_len:
+                continue
+            best_len = m.end() - pos
+            if "tok" in pattern.groupindex:
+                consumed, token = m.end("tok") - pos, m.group("tok")
+            else:
+                consumed, token = best_len, m.group(0)
+            if fixed is not None:
+                token = fixed
+        tokens.append(_normalise_token(token))
+        pos += consumed
+    return tokens
+
+
+def _normalise_token(tok: str) -> str:
+    """Token-level PTB escapes: brackets (also inside smileys), fraction spaces."""
+    if any(b in tok for b in _BRACKETS) and not tok.startswith(("http", "<")):
+        return "".join(_BRACKETS.get(c, c) for c in tok)
+    if "/" in tok and " " in tok:
+        return tok.replace(" ", "\u00a0")
+    return tok
+
+
+@lru_cache(maxsize=65536)
+def ptb_tokenize_sentence(sentence: str) -> str:
+    """Tokenise one caption exactly like pycocoevalcap: lower-cased PTB tokens, punctuation
+    dropped, joined by single spaces."""
+    tokens = _tokenize_line(sentence.replace("\n", " "))
+    return " ".join(t.lower() for t in tokens if t.lower() not in PTB_PUNCTUATIONS)
+
+
+def ptb_tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, list[str]]:
+    """``{id: [raw caption, ...]}`` -> ``{id: [tokenised caption, ...]}`` (PTBTokenizer)."""
+    return {key: [ptb_tokenize_sentence(c) for c in caps] for key, caps in captions.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# CIDEr-D
+# ---------------------------------------------------------------------------------------
+
+def _ngram_counts(sentence: str, n: int) -> Counter[tuple[str, ...]]:
+    words = sentence.split()
+    return Counter(tuple(words[i:i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
+
+
+def cider_d(
+    refs: Mapping[Hashable, Sequence[str]],
+    cands: Mapping[Hashable, Sequence[str]],
+    n: int = 4,
+    sigma: float = 6.0,
+) -> tuple[float, dict[Hashable, float]]:
+    """CIDEr-D of one tokenised candidate per id against its tokenised references.
+
+    Same as pycocoevalcap's ``Cider``: document frequencies from the references of the
+    evaluated set, tf-idf n-gram vectors (n=1..4), candidate weights clipped at the reference
+    weights, Gaussian length penalty (sigma=6, lengths counted as the scorer counts them:
+    bigram occurrences), mean over n, mean over references, times 10. Returns the corpus
+    score (mean of the per-id scores) and the per-id scores.
+    """
+    if set(refs) != set(cands):
+        raise ValueError("refs and cands must have the same ids")
+    ids = list(cands)
+    if not ids:
+        raise ValueError("nothing to score")
+    for key in ids:
+        if len(cands[key]) != 1:
+            raise ValueError(f"id {key!r}: expected exactly one candidate, got {len(cands[key])}")
+        if not refs[key]:
+            raise ValueError(f"id {key!r}: no references")
+    ref_counts = {key: [_ngram_counts(r, n) for r in refs[key]] for key in ids}
+    doc_freq: Counter[tuple[str, ...]] = Counter()
+    for counts in ref_counts.values():
+        doc_freq.update(set().union(*counts))
+    log_n_docs = math.log(float(len(ids)))
+
+    def vectorise(counts: Counter[tuple[str, ...]]) -> tuple[list[dict], np.ndarray, int]:
+        vec: list[dict[tuple[str, ...], float]] = [{} for _ in range(n)]
+        norm = np.zeros(n)
+        length = 0
+        for gram, tf in counts.items():
+            k = len(gram) - 1
+            weight = float(tf) * (log_n_docs - math.log(max(1.0, doc_freq[gram])))
+            vec[k][gram] = weight
+            norm[k] += weight * weight
+            if k == 1:  # pycocoevalcap's "length" counts bigram occurrences
+                length += tf
+        return vec, np.sqrt(norm), length
+
+    scores: dict[Hashable, float] = {}
+    for key in ids:
+        vec, norm, length = vectorise(_ngram_counts(cands[key][0], n))
+        total = np.zeros(n)
+        for counts in ref_counts[key]:
+            vec_r, norm_r, length_r = vectorise(counts)
+            penalty = math.exp(-((length - length_r) ** 2) / (2 * sigma**2))
+            for k in range(n):
+                val = sum(min(w, vec_r[k].get(g, 0.0)) * vec_r[k].get(g, 0.0)
+                          for g, w in vec[k].items())
+                if norm[k] != 0 and norm_r[k] != 0:
+                    val /= norm[k] * norm_r[k]
+                total[k] += val * penalty
+        scores[key] = float(np.mean(total)) / len(ref_counts[key]) * 10.0
+    return float(np.mean(list(scores.values()))), scores
+
+
+def cider_d_raw(
+    refs: Mapping[Hashable, Sequence[str]], cands: Mapping[Hashable, str]
+) -> tuple[float, dict[Hashable, float]]:
+    """CIDEr-D from raw (untokenised) references and one raw candidate per id."""
+    return cider_d(ptb_tokenize(refs), {k: [ptb_tokenize_sentence(c)] for k, c in cands.items()})
+
+
+# ---------------------------------------------------------------------------------------
+# VQA accuracy (official vqaEval.py)
+# ---------------------------------------------------------------------------------------
+
+_CONTRACTIONS = {
+    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've",
+    "couldnt": "couldn't", "couldn'tve": "couldn't've", "couldnt've": "couldn't've",
+    "didnt": "didn't", "doesnt": "doesn't", "dont": "don't", "hadnt": "hadn't",
+    "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't", "havent": "haven't",
+    "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's", "howd": "how'd",
+    "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm",
+    "Ive": "I've", "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've",
+    "itll": "it'll", "let's": "let's", "maam": "ma'am", "mightnt": "mightn't",
+    "mightnt've": "mightn't've", "mightn'tve": "mightn't've", "mightve": "might've",
+    "mustnt": "mustn't", "mustve": "must've", "neednt": "needn't", "notve": "not've",
+    "oclock": "o'clock", "oughtnt": "oughtn't", "ow's'at": "'ow's'at", "'ows'at": "'ow's'at",
+    "'ow'sat": "'ow's'at", "shant": "shan't", "shed've": "she'd've", "she'dve": "she'd've",
+    "she's": "she's", "shouldve": "should've", "shouldnt": "shouldn't",
+    "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've", "somebody'd": "somebodyd",
+    "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've",
+    "somebodyll": "somebody'll", "somebodys": "somebody's", "someoned": "someone'd",
+    "someoned've": "someone'd've", "someone'dve": "someone'd've", "someonell": "someone'll",
+    "someones": "someone's", "somethingd": "something'd", "somethingd've": "something'd've",
+    "something'dve": "something'd've", "somethingll": "something'll", "thats": "that's",
+    "thered": "there'd", "thered've": "there'd've", "there'dve": "there'd've",
+    "therere": "there're", "theres": "there's", "theyd": "they'd", "theyd've": "they'd've",
+    "they'dve": "they'd've", "theyll": "they'll", "theyre": "they're", "theyve": "they've",
+    "twas": "'twas", "wasnt": "wasn't", "wed've": "we'd've", "we'dve": "we'd've",
+    "weve": "we've", "werent": "weren't", "whatll": "what'll", "whatre": "what're",
+    "whats": "what's", "whatve": "what've", "whens": "when's", "whered": "where'd",
+    "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've",
+    "who'dve": "who'd've", "wholl": "who'll", "whos": "who's", "whove": "who've",
+    "whyll": "why'll", "whyre": "why're", "whys": "why's", "wont": "won't",
+    "wouldve": "would've", "wouldnt": "wouldn't", "wouldnt've": "wouldn't've",
+    "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll",
+    "y'allll": "y'all'll", "yall'd've": "y'all'd've", "y'alld've": "y'all'd've",
+    "y'all'dve": "y'all'd've", "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've",
+    "youll": "you'll", "youre": "you're", "youve": "you've",
+}  # the capitalised keys ("Im", "Ive") never match after lower-casing: kept as official
+_NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+                 "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_ARTICLES = frozenset({"a", "an", "the"})
+_PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-",
+          ">", "<", "@", "`", ",", "?", "!"]
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")  # the official (mis-typed) lookbehind
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+
+
+def vqa_process_punctuation(text: str) -> str:
+    """Official ``processPunctuation``: drop punctuation next to spaces or when the answer
+    has a digit-comma-digit (so "1,000" -> "1000"), else replace it by a space; strip
+    periods not followed by a digit ("3.5" stays, "yes." -> "yes")."""
+    out = text
+    has_number_comma = _COMMA_STRIP.search(text) is not None
+    for p in _PUNCT:
+        if p + " " in text or " " + p in text or has_number_comma:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    return _PERIOD_STRIP.sub("", out, 32)  # official passes re.UNICODE (=32) as `count`
+
+
+def vqa_process_digit_article(text: str) -> str:
+    """Official ``processDigitArticle``: lower-case, number words -> digits, drop articles,
+    restore apostrophes of common contractions ("dont" -> "don't")."""
+    words = [_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
+
+
+def vqa_normalize(answer: str) -> str:
+    """Full official normalisation of a predicted answer."""
+    answer = answer.replace("\n", " ").replace("\t", " ").strip()
+    return vqa_process_digit_article(vqa_process_punctuation(answer))
+
+
+def vqa_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
+    """Official VQA accuracy of one prediction against the (10) human answers.
+
+    The prediction is fully normalised; the human answers get ``processPunctuation`` only,
+    and only when they are not all identical (the dataset's answers are pre-normalised).
+    acc = mean over leave-one-out subsets of min(#matches among the others / 3, 1).
+    """
+    return _leave_one_out_accuracy(vqa_normalize(prediction), _vqa_process_gts(gt_answers))
+
+
+def _vqa_process_gts(gt_answers: Sequence[str]) -> list[str]:
+    if not gt_answers:
+        raise ValueError("no ground-truth answers")
+    gts = list(gt_answers)
+    return [vqa_process_punctuation(a) for a in gts] if len(set(gts)) > 1 else gts
+
+
+def _leave_one_out_accuracy(pred: str, gts: Sequence[str]) -> float:
+    matches = sum(a == pred for a in gts)
+    # leaving out answer i leaves `matches - (gts[i] == pred)` matches among the others
+    return float(np.mean([min(1.0, (matches - (a == pred)) / 3.0) for a in gts]))
+
+
+# ---------------------------------------------------------------------------------------
+# GQA and OK-VQA
+# ---------------------------------------------------------------------------------------
+
+def gqa_normalize(answer: str) -> str:
+    """VQA normalisation (punctuation, digits, articles, contractions), applied to both sides."""
+    return vqa_normalize(answer)
+
+
+def gqa_accuracy(prediction: str, gt_answer: str) -> float:
+    """GQA: 1.0 if the normalised prediction equals the normalised answer, else 0.0."""
+    return float(gqa_normalize(prediction) == gqa_normalize(gt_answer))
+
+
+@lru_cache(maxsize=65536)
+def lemmatize_word(word: str) -> str:
+    """Lemma of a noun (plural -> singular) or verb ("riding" -> "ride"); other words as is.
+
+    Mirrors the reference's spaCy step (lemma only for NOUN / VERB) without a POS tagger:
+    a noun lemma that changes the word wins, then a verb lemma, else the word itself.
+    """
+    from lemminflect import getAllLemmas
+
+    lemmas = getAllLemmas(word)
+    noun = lemmas.get("NOUN", (word,))[0]
+    if noun != word:
+        return noun
+    return lemmas.get("VERB", (word,))[0]
+
+
+def okvqa_normalize(answer: str) -> str:
+    """VQA normalisation followed by word-wise lemmatisation."""
+    return " ".join(lemmatize_word(w) for w in vqa_normalize(answer).split())
+
+
+def okvqa_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
+    """OK-VQA: VQA accuracy with the prediction and the human answers both lemmatised
+    (OK-VQA's own answers are already lemmatised, for which this is a no-op)."""
+    pred = okvqa_normalize(prediction)
+    gts = [" ".join(lemmatize_word(w) for w in a.split()) for a in _vqa_process_gts(gt_answers)]
+    return _leave_one_out_accuracy(pred, gts)

@@ -1,0 +1,205 @@
+"""Build small tokenizers and models from scratch, offline.
+
+Real checkpoints cannot be downloaded everywhere; the tests and the miniature world
+need tokenizers with the two conventions of real LLMs (GPT-2 byte-level BPE as in OPT,
+SentencePiece with byte fallback as in LLaMA) and models of the real architectures,
+only small. Everything here is ordinary `tokenizers` / `transformers` objects.
+"""
+
+from __future__ import annotations
+
+import json
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    Blip2Config,
+    Blip2ForConditionalGeneration,
+    Blip2QFormerConfig,
+    Blip2VisionConfig,
+    BlipImageProcessor,
+    LlamaConfig,
+    OPTConfig,
+    PreTrainedTokenizerFast,
+)
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def byte_level_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """An OPT-style tokenizer: GPT-2 byte-level BPE, `</s>` as both BOS and EOS."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", tok.token_to_id("</s>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def sentencepiece_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    """A LLaMA-style tokenizer: `▁` marks a leading space, bytes fall back to `<0xNN>`, no pad token."""
+    specials = ["<unk>", "<s>", "</s>"]
+    trained = Tokenizer(models.BPE(unk_token="<unk>"))
+    trained.normalizer = _sentencepiece_normalizer()
+    trained.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    trained.train_from_iterator(corpus, trainer)
+    # Lay the vocabulary out as LLaMA does: specials, then the 256 byte tokens, then the merges.
+    learned = json.loads(trained.to_str())["model"]
+    vocab = {t: i for i, t in enumerate(specials + [f"<0x{b:02X}>" for b in range(256)])}
+    for token, _ in sorted(learned["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(token, len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
+    tok.add_special_tokens(specials)
+    tok.normalizer = _sentencepiece_normalizer()
+    tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def _sentencepiece_normalizer() -> normalizers.Normalizer:
+    return normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+
+
+@dataclass
+class LMSize:
+    """The dimensions that distinguish members of a toy LLM family."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    ffn_mult: int = 4
+    max_positions: int = 128
+
+
+def opt_config(tokenizer: PreTrainedTokenizerFast, size: LMSize) -> OPTConfig:
+    """An OPT config sized by `size`, with the token ids of `tokenizer`."""
+    return OPTConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=size.hidden_size,
+        word_embed_proj_dim=size.hidden_size,
+        num_hidden_layers=size.num_layers,
+        num_attention_heads=size.num_heads,
+        ffn_dim=size.ffn_mult * size.hidden_size,
+        max_position_embeddings=size.max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+
+
+def llama_config(tokenizer: PreTrainedTokenizerFast, size: LMSize) -> LlamaConfig:
+    """A LLaMA config sized by `size`, with the token ids of `tokenizer`."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=size.hidden_size,
+        intermediate_size=size.ffn_mult * size.hidden_size,
+        num_hidden_layers=size.num_layers,
+        num_attention_heads=size.num_heads,
+        num_key_value_heads=size.num_heads,
+        max_position_embeddings=size.max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+@dataclass
+class VPGSize:
+    """Dimensions of a small ViT + Q-Former, BLIP-2 shaped."""
+
+    image_size: int = 32
+    patch_size: int = 4
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    qformer_hidden: int = 64
+    qformer_layers: int = 2
+    num_heads: int = 4
+    num_query_tokens: int = 8
+
+
+def blip2_config(text_config, size: VPGSize, image_token_index: int) -> Blip2Config:
+    """A BLIP-2 config ready to be trained: `initializer_range` 0.02, not the 1e-10 default."""
+    vision = Blip2VisionConfig(
+        hidden_size=size.vision_hidden,
+        intermediate_size=4 * size.vision_hidden,
+        num_hidden_layers=size.vision_layers,
+        num_attention_heads=size.num_heads,
+        image_size=size.image_size,
+        patch_size=size.patch_size,
+        initializer_range=0.02,
+    )
+    qformer = Blip2QFormerConfig(
+        hidden_size=size.qformer_hidden,
+        intermediate_size=4 * size.qformer_hidden,
+        num_hidden_layers=size.qformer_layers,
+        num_attention_heads=size.num_heads,
+        encoder_hidden_size=size.vision_hidden,
+        cross_attention_frequency=1,
+        initializer_range=0.02,
+    )
+    return Blip2Config(
+        vision_config=vision,
+        qformer_config=qformer,
+        text_config=text_config,
+        num_query_tokens=size.num_query_tokens,
+        image_token_index=image_token_index,
+    )
+
+
+def image_processor(image_size: int) -> BlipImageProcessor:
+    """The BLIP-2 image processor (OpenAI CLIP mean/std, bicubic) at `image_size` pixels."""
+    return BlipImageProcessor(
+        size={"height": image_size, "width": image_size}, image_mean=CLIP_MEAN, image_std=CLIP_STD
+    )
+
+
+def blip2_model(config: Blip2Config, seed: int = 0) -> Blip2ForConditionalGeneration:
+    """A randomly initialised BLIP-2 (seeded)."""
+    import torch
+
+    torch.manual_seed(seed)
+    return Blip2ForConditionalGeneration(config)
+
+
+def blip2_with_language_model(lm, tokenizer: PreTrainedTokenizerFast, size: VPGSize, seed: int = 0):
+    """A fresh BLIP-2 (random ViT + Q-Former + projector) around an existing LM, with its processor.
+
+    The tokenizer gains `<image>` and the LM an embedding row for it, as `Blip2Processor` expects.
+    """
+    from transformers import Blip2Processor
+
+    import torch
+
+    tokenizer.add_tokens(["<image>"], special_tokens=True)
+    if len(tokenizer) > lm.get_input_embeddings().weight.shape[0]:
+        lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    config = blip2_config(lm.config, size, tokenizer.convert_tokens_to_ids("<image>"))
+    model = blip2_model(config, seed)
+    model.language_model.load_state_dict(lm.state_dict())
+    processor = Blip2Processor(image_processor=image_processor(size.image_size), tokenizer=tokenizer,
+                               num_query_tokens=size.num_query_tokens)
+    torch.manual_seed(seed)
+    return model, processor
