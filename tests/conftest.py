@@ -23,8 +23,12 @@ class TinyZoo:
     root: Path
 
 
+EXPRESSIVE_INIT = 0.3  # a random LM with the usual 0.02 init has near-uniform logits whatever its input
+
+
 def _save_lm(config, tokenizer, folder: Path, seed: int) -> None:
     torch.manual_seed(seed)
+    config.initializer_range = EXPRESSIVE_INIT
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
@@ -36,7 +40,9 @@ def zoo(tmp_path_factory) -> TinyZoo:
     byte_tok = tiny.byte_level_bpe_tokenizer(corpus, vocab_size=400)
     sp_tok = tiny.sentencepiece_bpe_tokenizer(corpus, vocab_size=150)
 
-    src_lm = AutoModelForCausalLM.from_config(tiny.opt_config(byte_tok, tiny.LMSize(hidden_size=32, num_layers=1)))
+    src_config = tiny.opt_config(byte_tok, tiny.LMSize(hidden_size=32, num_layers=1))
+    src_config.init_std = EXPRESSIVE_INIT
+    src_lm = AutoModelForCausalLM.from_config(src_config)
     size = tiny.VPGSize(vision_hidden=32, qformer_hidden=32, vision_layers=1, qformer_layers=1, num_query_tokens=4)
     blip2, processor = tiny.blip2_with_language_model(src_lm, byte_tok, size, seed=0)
     blip2.save_pretrained(root / "src")

@@ -38,6 +38,7 @@ class ConverterReport:
     dst_dim: int
     aligned_pairs: int
     pairs_by_role: int
+    pairs_single_byte: int
     fit_pairs: int
     heldout_pairs: int
     heldout_cosine: float
@@ -200,9 +201,10 @@ def fit_converter(
     dst_table = dst_table or read_input_embeddings(dst)
     xs, ys = src_table.weight, dst_table.weight
     alignment = align_vocabularies(src_tok, dst_tok, xs.shape[0], ys.shape[0])
-    if len(alignment) < MIN_PAIRS:
+    words = len(alignment) - alignment.single_bytes - alignment.by_role
+    if words < MIN_PAIRS:
         raise VPGTransError(
-            f"{src} -> {dst}: only {len(alignment)} tokens spell the same in both vocabularies "
+            f"{src} -> {dst}: only {words} multi-byte tokens spell the same in both vocabularies "
             f"(need at least {MIN_PAIRS}); the tokenizers have too little in common to fit a converter"
         )
     src_ids, dst_ids = torch.tensor(alignment.src_ids), torch.tensor(alignment.dst_ids)
@@ -215,6 +217,7 @@ def fit_converter(
     x, y = xs[src_ids], ys[dst_ids]
     report_fields = dict(
         src_dim=xs.shape[1], dst_dim=ys.shape[1], aligned_pairs=len(alignment), pairs_by_role=alignment.by_role,
+        pairs_single_byte=alignment.single_bytes,
         heldout_pairs=int(heldout.sum()), src_table=src_table.origin, dst_table=dst_table.origin,
         captions_total=len(captions),
     )

@@ -46,14 +46,28 @@ def _check_loading_info(ref: str, info: dict, allowed_missing: set[str] = frozen
         raise VPGTransError(f"{ref}: checkpoint does not match its config: " + "; ".join(problems))
 
 
-def load_blip2(ref: str, dtype: torch.dtype = torch.float32) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
-    """A BLIP-2 checkpoint and its processor, every weight checked."""
+def check_blip2_ref(ref: str) -> None:
+    """Fail early, naming the field, unless `ref` holds a BLIP-2 checkpoint."""
     config = read_config(ref)
     if config.get("model_type") != "blip-2":
         raise VPGTransError(
             f"{ref}: config.json model_type is {config.get('model_type')!r}, expected 'blip-2' "
             "(a Blip2ForConditionalGeneration checkpoint such as Salesforce/blip2-opt-2.7b)"
         )
+
+
+def check_causal_lm_ref(ref: str) -> None:
+    """Fail early, naming the field, unless `ref` holds a causal language model."""
+    config = read_config(ref)
+    if config.get("model_type") not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise VPGTransError(
+            f"{ref}: config.json model_type is {config.get('model_type')!r}, which is not a causal language model"
+        )
+
+
+def load_blip2(ref: str, dtype: torch.dtype = torch.float32) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
+    """A BLIP-2 checkpoint and its processor, every weight checked."""
+    check_blip2_ref(ref)
     path = resolve_model_ref(ref)
     model, info = Blip2ForConditionalGeneration.from_pretrained(path, dtype=dtype, output_loading_info=True)
     _check_loading_info(ref, info)
@@ -66,11 +80,7 @@ def load_blip2(ref: str, dtype: torch.dtype = torch.float32) -> tuple[Blip2ForCo
 
 def load_causal_lm(ref: str, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal language model and its tokenizer, every weight checked."""
-    config = read_config(ref)
-    if config.get("model_type") not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise VPGTransError(
-            f"{ref}: config.json model_type is {config.get('model_type')!r}, which is not a causal language model"
-        )
+    check_causal_lm_ref(ref)
     model, info = AutoModelForCausalLM.from_pretrained(resolve_model_ref(ref), dtype=dtype, output_loading_info=True)
     _check_loading_info(ref, info)
     return model.eval(), load_tokenizer(ref)
@@ -98,11 +108,17 @@ def add_image_token(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> 
     rows = lm.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        # Deterministic new rows (the mean of the old ones) instead of a random draw.
+        tables = {lm.get_input_embeddings().weight, lm.get_output_embeddings().weight}
+        with torch.no_grad():
+            for table in tables:
+                table[rows:] = table[:rows].mean(dim=0)
     return rows, lm.get_input_embeddings().weight.shape[0]
 
 
 def caption_generation_config(tokenizer: PreTrainedTokenizerBase) -> GenerationConfig:
-    """Stop at the end token or a newline, as BLIP-2 captions do; beam 5, at most 30 new tokens."""
+    """Stop at the end token or a newline, as BLIP-2 captions do; beam 5, at most 30 new tokens;
+    never emit `<image>`."""
     eos = [tokenizer.eos_token_id]
     newline = tokenizer.encode("\n", add_special_tokens=False)
     if len(newline) == 1 and newline[0] not in eos:
@@ -113,6 +129,7 @@ def caption_generation_config(tokenizer: PreTrainedTokenizerBase) -> GenerationC
         pad_token_id=tokenizer.pad_token_id,
         num_beams=5,
         max_new_tokens=30,
+        suppress_tokens=[tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)],
     )
 
 

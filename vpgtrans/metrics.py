@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from functools import lru_cache
@@ -30,17 +31,18 @@ PTB_PUNCTUATIONS = frozenset(
      ".", "?", "!", ",", ":", "-", "--", "...", ";"]
 )
 
-_L = r"[^\W\d_]"  # a letter
-_AN = r"[^\W_]"  # a letter or digit
-_APO = r"['`]"  # apostrophes the lexer accepts inside words (after normalisation)
-_NUM = r"(?:\d*(?:[.,]\d+)+|\d+(?:[.:,]\d+)*)"
+_L = "[^\\W\\d_\u00b2\u00b3\u00b9\u00bc-\u00be]"  # a letter
+_AN = "(?:[^\\W_\u00b2\u00b3\u00b9\u00bc-\u00be]|[\u0300-\u036f\u00ad])"  # letter, digit, accent
+_APO = "['`\u2018\u2019]"  # apostrophes the lexer accepts inside words (after normalisation)
+_WORD = _L + _AN + r"*(?:[.!?]" + _L + _AN + r"*)*"
+_NUM = r"(?:\d*(?:[.:,]\d+)+|\d+(?:[.:,]\d+)*)"
 _THING_TAIL = r"(?:[-_](?:[dol]" + _APO + r"(?=" + _AN + r"))?" + _AN + r"+)*"
+_CURLY_CLITICS = frozenset("\u2019" + c for c in ("s", "m", "d", "re", "ve", "ll")) | {"n\u2019t"}
+_FRACTIONS = {"\u00bc": "1/4", "\u00bd": "1/2", "\u00be": "3/4"}
 _BRACKETS = {"(": "-LRB-", ")": "-RRB-", "[": "-LSB-", "]": "-RSB-", "{": "-LCB-", "}": "-RCB-"}
 _UNICODE_MAP = str.maketrans({
-    "\u00a0": " ", "\u2018": "`", "\u2019": "'", "\u201a": "'", "\u201b": "`",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2014": "--", "\u2013": "--",
-    "\u2026": "...", "\u00bc": "1/4", "\u00bd": "1/2", "\u00be": "3/4",
-    "\u00a3": "#", "\u20ac": "$", "\u00a2": "cents", "\ufeff": "",
+    "\u00a0": " ", "\u2014": "--", "\u2013": "--", "\u2026": "...",
+    "\u00a3": " # ", "\u20ac": " $ ", "\u00a4": " $ ", "\u00a2": " cents ",
 })
 # Abbreviations that keep their period (case-insensitive), then the case-sensitive ones.
 _ABBREV = (
@@ -53,11 +55,13 @@ _ABBREV = (
     "wisc?|wm|wyo"
 )
 _ABBREV_CASED = "Ark|Az|Del|Ill|La|Mass|Miss|Ore|Pa|Tex|Wash"
-_FUNCTION_WORDS = (
-    "A|About|According|Additionally|After|All|Also|Although|An|Another|As|At|Before|Both|But|"
-    "By|Did|During|Each|Earlier|Following|For|From|He|Her|Here|His|How|However|If|In|It|Its|"
-    "Last|Later|Many|More|Most|Mrs?\\.|Ms\\.|Now|On|Once|One|Other|Our|She|Since|So|Some|Such|"
-    "That|The|Their|Then|There|These|They|This|Two|Under|Upon|We|When|While|What|Who|Why|Yet|You"
+# Capitalised words after which a one-letter acronym ("A.") ends a sentence (CoreNLP 3.4.1).
+_FUNCTION_WORDS = "|".join(
+    w[0] + "(?i:" + w[1:] + ")" for w in (
+        "A About According Additionally After An As At But Earlier He Her Here However If In It "
+        "Last Many More Mr. Ms. Now Once One Other Our She Since So Some Such That The Their "
+        "Then There These They This We When While What Yet You"
+    ).replace(".", "\\.").split()
 )
 
 
@@ -76,51 +80,64 @@ _RULES: list[tuple[re.Pattern[str], str | None]] = [
     (_rule(r"(?P<tok>" + _APO + r"t)(?:is|was)(?!" + _L + ")"), None),
     (_rule(r"</?[A-Za-z!][^<>\s]*>"), None),  # SGML tag
     (_rule(r"--+"), "--"),
-    (_rule(r"(?P<tok>" + _L + _AN + r"*(?:[.!?]" + _L + _AN + r"*)*)"
-           + _APO + r"(?:s|m|d|re|ve|ll)(?!" + _L + ")"), None),  # word before 's 'll ...
-    (_rule(r"(?P<tok>" + _L + r"*[a-mo-z])n" + _APO + r"t(?!" + _L + ")"), None),  # do|n't
-    (_rule(r"(?P<tok>(?:th|y)')" + _L), None),  # th'|y' before a word
-    (_rule(_L + _AN + r"*(?:[.!?]" + _L + _AN + r"*)*"), None),  # WORD
-    (_rule(_L + r"*[aeiou]" + _APO + r"[aeiou]" + _L + r"*|c'mon"), None),  # ma'am, shi'ite
-    (_rule(r"'(?:n'?|em|til|till|cause|\d0s|\d\d)(?!" + _L + ")|(?:[dlj]|ol)'(?!" + _AN + ")"),
+    (_rule(r"(?P<tok>" + _WORD + ")" + _APO + r"(?:s|m|d|re|ve|ll|em)"), None),  # word|'s
+    (_rule(r"(?P<tok>" + _L + r"*[a-mo-z])n" + _APO + r"t"), None),  # do|n't
+    (_rule(r"(?P<tok>(?:th|y)')" + _WORD), None),  # th'|y' before a word
+    (_rule(_WORD), None),  # WORD
+    (_rule(r"(?P<tok>" + _WORD + r"\.)[,;:]"), None),  # "it." before a comma
+    (_rule(_L + r"*[aeiouy]" + _APO + r"[aeiou]" + _L + r"*|[a-hj-xz]" + _APO + _L + r"{2,}"),
+     None),  # ma'am, shi'ite, c'mon
+    (_rule(r"'(?:n'|n(?!" + _L + r")|em|till?|cause|[2-9]0s)|'\d\d(?=\s|$)|\u2019n\u2019"
+           r"|(?:[dlj]|ol)'"),
      None),
     (_rule(r"https?://[^\s\"<>|(){}]+[^\s\"<>|.!?(){},-]"), None),  # URL
     (_rule(r"[A-Za-z0-9][^\s\"<>|(){}]*@[^\s\"<>|(){}.]+(?:\.[^\s\"<>|(){}.]+)*"), None),
-    (_rule(r"[@#][A-Za-z_]\w*"), None),  # twitter name / hashtag
-    (_rule(_APO + r"(?:s|m|d|re|ve|ll)(?!" + _L + ")"), None),
-    (_rule(r"n" + _APO + r"t(?!" + _L + ")"), None),
+    (_rule(r"(?:www\.(?:[^\s\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4}"
+           r"|(?:[^\s\"`'<>|.!?(){},-_$]+\.)+(?:com|net|org|edu))"
+           r"(?:/[^\s\"<>|()]+[^\s\"<>|.!?(){},-])?"), None),  # likely URL
+    (_rule(r"[@#][A-Za-z_][A-Za-z0-9_]*"), None),  # twitter name / hashtag
+    # a curly apostrophe splits off 's 're ... even before letters, a straight one does not
+    (_rule(r"['`](?:s|m|d|re|ve|ll|em)(?!" + _L + ")|\u2019(?:s|m|d|re|ve|ll|em)"), None),
+    (_rule(r"n" + _APO + r"t" + _L + "*"), None),
     (_rule(r"\d{1,2}[-/]\d{1,2}[-/]\d{2,4}|\d{4}[-/]\d{1,2}[-/]\d{1,2}"), None),  # date
     (_rule(r"[-+]?" + _NUM), None),
     (_rule(r"(?:\d{1,4}[- ])?\d{1,4}\\?/\d{1,4}"), None),  # fraction (space -> nbsp below)
     (_rule(_AN + r"+(?:-" + _L + r"+){0,2}(?:\\?/" + _AN + r"+(?:-" + _L + r"+){0,2}){1,2}"),
      None),  # and/or
     (_rule(r"[A-Z]*\$|#", 0), None),  # dollar signs
+    (_rule(r"[A-Z]+(?:[+&][A-Z]+)+", 0), None),  # AT&T
     # Abbreviations: a single letter before a capitalised function word loses its period.
-    (_rule(r"(?P<tok>[A-Za-z])\. +(?:" + _FUNCTION_WORDS + r")(?=[\s?!]|$)", 0), None),
-    (_rule(r"(?:[A-Za-z]\.)+|(?:" + _ABBREV + r")\.") , None),
+    (_rule(r"(?P<tok>[A-Za-z])\.\s+(?:(?:" + _FUNCTION_WORDS + r")(?=\s)|<[^<>\s]*>)", 0),
+     None),  # (first letter upper case, the rest in any case)
+    (_rule(r"(?:ph|ed)\.d\.|(?:[A-Za-z]\.)+|(?:" + _ABBREV + r")\."), None),
     (_rule(r"(?:" + _ABBREV_CASED + r")\.", 0), None),
-    (_rule(r"(?P<tok>(?:ca|figs?|nos?|prop|p|pp|arts?|op)\.) ?\d"), None),
+    (_rule(r"(?P<tok>(?:ca|figs?|nos?|prop|p|pp|arts?|op)\.)\s?\d"), None),
     # THING: alphanumerics (or a leading number) joined by single hyphens / underscores.
     (_rule(r"(?:[dol]" + _APO + r"(?=" + _AN + r"))?" + _AN + r"+" + _THING_TAIL), None),
     (_rule(r"[-+]?" + _NUM + _THING_TAIL), None),
-    (_rule(r"[<>]?[:;=][-o*']?[()DPdpO\\{@|\[\]]", 0), None),  # smileys
+    (_rule(_AN + r"[^\W_.,]*[.,]*(?:[.,]+[^\W_]+)*(?:-" + _AN + r"+)+"), None),  # HTHING
+    (_rule(r"[<>]?[:;=][-o*']?[()DPdpO\\{@|\[\]](?![^\W_])", 0), None),  # smileys
+    (_rule(r"[-^x=~<>']_[-^x=~<>']"), None),  # ^_^
     (_rule(r"\.\.\."), None),
+    (_rule("[\u00bc\u00bd\u00be]"), None),
     (_rule(r"[?!]+"), None),
     (_rule(r"\*+|_+|@+|#+"), None),
-    (_rule(r'``|\'\'|"'), "''"),
+    (_rule("``|''|[\"\u2018\u2019\u201c\u201d\u00ab\u00bb\u2039\u203a]"), "''"),
 ]
 
 
-def _tokenize_line(line: str) -> list[str]:
-    """PTB-tokenise one line (before lower-casing and punctuation removal)."""
-    line = line.translate(_UNICODE_MAP)
+def _tokenize_line(line: str, following: str = "") -> list[str]:
+    """PTB-tokenise one line (before lower-casing and punctuation removal); ``following`` is
+    the text after it, which the lexer's trailing context may look at."""
+    end = len(line.translate(_UNICODE_MAP))
+    line = (line + "\n" + following).translate(_UNICODE_MAP)
     tokens: list[str] = []
-    pos, end = 0, len(line)
+    pos = 0
     while pos < end:
         if line[pos].isspace():
             pos += 1
             continue
-        best_len, consumed, token = 0, 1, line[pos]  # default: any other single character
+        best_len, consumed, token = 0, 1, _other_char(line[pos])
         for pattern, fixed in _RULES:
             m = pattern.match(line, pos)
             if m is None or m.end() - pos <= best_len:
@@ -132,31 +149,62 @@ def _tokenize_line(line: str) -> list[str]:
                 consumed, token = best_len, m.group(0)
             if fixed is not None:
                 token = fixed
-        tokens.append(_normalise_token(token))
+        token = _normalise_token(token)
+        if token:
+            tokens.append(token)
         pos += consumed
     return tokens
 
 
+def _other_char(ch: str) -> str:
+    """A character no rule matches is a token of its own, unless the lexer cannot
+    tokenise it (controls, format and private-use characters, lone accents, characters
+    outside the BMP, currency signs it does not know), which it deletes."""
+    category = unicodedata.category(ch)
+    if ord(ch) > 0xFFFF or category[0] in "CM" or ch == "\ufffd" or (category == "Sc" and ch not in "$\u00a5"):
+        return ""
+    return ch
+
+
 def _normalise_token(tok: str) -> str:
-    """Token-level PTB escapes: brackets (also inside smileys), fraction spaces."""
+    """Token-level PTB escapes: brackets (also inside smileys), fraction spaces, curly
+    apostrophes of split-off clitics."""
+    tok = tok.replace("\u00ad", "")  # soft hyphens
+    if tok.lower() in _CURLY_CLITICS:
+        return tok.replace("\u2019", "'")
     if any(b in tok for b in _BRACKETS) and not tok.startswith(("http", "<")):
         return "".join(_BRACKETS.get(c, c) for c in tok)
+    if tok in _FRACTIONS:
+        return _FRACTIONS[tok]
     if "/" in tok and " " in tok:
         return tok.replace(" ", "\u00a0")
     return tok
 
 
-@lru_cache(maxsize=65536)
-def ptb_tokenize_sentence(sentence: str) -> str:
-    """Tokenise one caption exactly like pycocoevalcap: lower-cased PTB tokens, punctuation
-    dropped, joined by single spaces."""
-    tokens = _tokenize_line(sentence.replace("\n", " "))
+def ptb_tokenize_sentence(sentence: str, following: str = "") -> str:
+    """Tokenise one caption like pycocoevalcap: lower-cased PTB tokens, punctuation dropped,
+    joined by single spaces.
+
+    ``following``: the captions after this one in pycocoevalcap's newline-joined input. The
+    Java lexer looks past the line end in one case: a final one-letter acronym ("... letter
+    A.") followed by "The", "A", ... loses its period.
+    """
+    tokens = _tokenize_line(sentence.replace("\n", " "), following)
     return " ".join(t.lower() for t in tokens if t.lower() not in PTB_PUNCTUATIONS)
 
 
 def ptb_tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, list[str]]:
-    """``{id: [raw caption, ...]}`` -> ``{id: [tokenised caption, ...]}`` (PTBTokenizer)."""
-    return {key: [ptb_tokenize_sentence(c) for c in caps] for key, caps in captions.items()}
+    """``{id: [raw caption, ...]}`` -> ``{id: [tokenised caption, ...]}``, the same as
+    pycocoevalcap's ``PTBTokenizer().tokenize({id: [{"caption": c}, ...]})``."""
+    flat = [(key, c.replace("\n", " ")) for key, caps in captions.items() for c in caps]
+    out: dict[Hashable, list[str]] = {key: [] for key in captions}
+    for i, (key, caption) in enumerate(flat):
+        j = i + 1  # the lexer's lookahead needs the text up to the next non-blank caption
+        while j < len(flat) and not flat[j][1].strip():
+            j += 1
+        following = "\n".join(c for _, c in flat[i + 1:j + 1])
+        out[key].append(ptb_tokenize_sentence(caption, following))
+    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -197,6 +198,7 @@ def train_stage(
     """Run (or resume, or skip if finished) one stage; the model is updated in place."""
     if len(dataset) < config.batch_size * accelerator.num_processes:
         raise VPGTransError(f"DATA has {len(dataset)} samples, fewer than one batch of {config.batch_size}")
+    set_seed(config.seed)  # dropout masks depend on the stage's seed, not on what ran before it
     names = select_trainable(model, config.trainable)
     model.eval()
     for name, module in model.named_modules():
@@ -206,9 +208,11 @@ def train_stage(
     # Not prepared by accelerate on purpose: a prepared scheduler steps once per process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
     sampler = EpochSampler(len(dataset), config.seed)
+    # The loader's own generator keeps iterator start-up off the global RNG that dropout uses,
+    # so a resumed run draws exactly the same dropout masks.
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
-        num_workers=config.num_workers,
+        num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed),
     )
     prepared_model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 

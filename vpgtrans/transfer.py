@@ -22,7 +22,7 @@ from .checkpointing import atomic_dir, write_text_atomic
 from .converter import ConverterFitConfig, WordConverter, fit_converter
 from .data import CaptionCollator, CaptionData, CaptionDataset, load_caption_data
 from .errors import VPGTransError
-from .graft import GraftReport, graft, load_blip2, load_causal_lm
+from .graft import GraftReport, check_blip2_ref, check_causal_lm_ref, graft, load_blip2, load_causal_lm
 from .train import (
     FINETUNE_TRAINABLE,
     HALF_DTYPES,
@@ -222,10 +222,8 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
     started = time.perf_counter()
     training = config.training
     data = load_caption_data(config.data, config.skip_bad_samples)
-    for ref, role in ((config.src, "src"), (config.dst, "dst")):
-        from .hub import read_config
-
-        read_config(ref)  # fail on a bad reference before OUT is created
+    check_blip2_ref(config.src)  # fail on bad references before OUT is created
+    check_causal_lm_ref(config.dst)
     accelerator = make_accelerator(training.precision, training.grad_accum)
     settings = json.loads(json.dumps(asdict(config)))
     run = RunFolder(config.out, settings, resume, overwrite)

@@ -1,0 +1,140 @@
+"""Word converter: vocabulary alignment across tokenizer conventions, embedding reading,
+ridge and paper fits, fused projector algebra."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from vpgtrans import tiny, world
+from vpgtrans.converter import ConverterFitConfig, WordConverter, fit_converter, fit_ridge, fuse_projection
+from vpgtrans.embeddings import read_input_embeddings
+from vpgtrans.errors import VPGTransError
+from vpgtrans.vocab import align_vocabularies, token_bytes, tokenizer_convention
+
+
+def test_token_bytes_normalises_both_conventions():
+    assert token_bytes("Ġred", "byte-level") == b" red"
+    assert token_bytes("Ċ", "byte-level") == b"\n"
+    assert token_bytes("â", "byte-level") == bytes([0xE2])  # one byte of a multi-byte char
+    assert token_bytes("▁red", "sentencepiece") == b" red"
+    assert token_bytes("<0x0A>", "sentencepiece") == b"\n"
+    assert token_bytes("red", "sentencepiece") == b"red"
+
+
+def test_alignment_pairs_spellings_and_roles(zoo):
+    src = AutoTokenizer.from_pretrained(zoo.src)
+    dst = AutoTokenizer.from_pretrained(zoo.dst_llama)
+    assert tokenizer_convention(src) == "byte-level"
+    assert tokenizer_convention(dst) == "sentencepiece"
+    alignment = align_vocabularies(src, dst, 10**6, 10**6)
+    pairs = set(zip(alignment.src_ids, alignment.dst_ids))
+    tok = lambda t, s: t.convert_tokens_to_ids(s)  # noqa: E731
+    assert (tok(src, "Ġred"), tok(dst, "▁red")) in pairs
+    assert (tok(src, "Ċ"), tok(dst, "<0x0A>")) in pairs
+    assert (src.bos_token_id, dst.bos_token_id) in pairs  # OPT </s> as BOS pairs with LLaMA <s>
+    assert (src.eos_token_id, dst.eos_token_id) in pairs
+    image_id = src.convert_tokens_to_ids("<image>")
+    assert image_id not in alignment.src_ids  # added tokens never pair by spelling
+    # no pair joins a word with a leading space to one without
+    src_tokens = src.convert_ids_to_tokens(alignment.src_ids)
+    dst_tokens = dst.convert_ids_to_tokens(alignment.dst_ids)
+    for s, d in zip(src_tokens[alignment.by_role :], dst_tokens[alignment.by_role :]):
+        assert s.startswith("Ġ") == d.startswith("▁"), (s, d)
+
+
+def test_alignment_drops_ids_beyond_the_tables(zoo):
+    src = AutoTokenizer.from_pretrained(zoo.src)
+    dst = AutoTokenizer.from_pretrained(zoo.dst_llama)
+    alignment = align_vocabularies(src, dst, 50, 10**6)
+    assert max(alignment.src_ids) < 50
+
+
+def _write_related_llama(zoo, folder, affine):
+    """A LLaMA-like LM whose embeddings of aligned tokens are an exact affine image of the source's."""
+    src_tok, dst_tok = AutoTokenizer.from_pretrained(zoo.src), AutoTokenizer.from_pretrained(zoo.dst_llama)
+    src_table = read_input_embeddings(str(zoo.src)).weight
+    lm = AutoModelForCausalLM.from_pretrained(zoo.dst_llama)
+    alignment = align_vocabularies(src_tok, dst_tok, src_table.shape[0], 10**6)
+    weight, bias = affine
+    with torch.no_grad():
+        table = lm.get_input_embeddings().weight
+        for s, d in zip(alignment.src_ids, alignment.dst_ids):
+            table[d] = weight @ src_table[s] + bias
+    lm.save_pretrained(folder, max_shard_size="20KB")  # sharded, as real 7B checkpoints are
+    dst_tok.save_pretrained(folder)
+    return alignment
+
+
+def test_ridge_fit_recovers_a_known_map_from_sharded_checkpoints(zoo, tmp_path):
+    torch.manual_seed(0)
+    weight, bias = torch.randn(48, 32) * 0.2, torch.randn(48) * 0.1
+    _write_related_llama(zoo, tmp_path / "llama", (weight, bias))
+    assert (tmp_path / "llama" / "model.safetensors.index.json").exists()
+    captions = [world.caption(world.generate_scene(__import__("numpy").random.default_rng(i))) for i in range(30)]
+    converter = fit_converter(str(zoo.src), str(tmp_path / "llama"), captions, ConverterFitConfig(ridge=1e-6))
+    report = converter.report
+    assert report.heldout_cosine > 0.999
+    assert report.aligned_pairs > 100 and report.pairs_by_role >= 2
+    assert torch.allclose(converter.weight, weight, atol=2e-3)
+    assert torch.allclose(converter.bias, bias, atol=2e-3)
+
+
+def test_paper_recipe_learns_the_map_and_ridge_beats_it(zoo, tmp_path):
+    torch.manual_seed(0)
+    _write_related_llama(zoo, tmp_path / "llama", (torch.randn(48, 32) * 0.2, torch.randn(48) * 0.1))
+    captions = [world.caption(world.generate_scene(__import__("numpy").random.default_rng(i))) for i in range(200)]
+    paper = fit_converter(str(zoo.src), str(tmp_path / "llama"), captions,
+                          ConverterFitConfig(method="paper", paper_batch_captions=8)).report
+    ridge = fit_converter(str(zoo.src), str(tmp_path / "llama"), captions).report
+    assert paper.method == "paper" and ridge.method == "ridge"
+    assert 0 < paper.captions_used <= paper.captions_total == 200
+    assert paper.heldout_cosine > 0.6
+    assert ridge.heldout_cosine > paper.heldout_cosine
+
+
+def test_paper_recipe_needs_captions(zoo):
+    with pytest.raises(VPGTransError, match="needs captions"):
+        fit_converter(str(zoo.src), str(zoo.dst_opt), [], ConverterFitConfig(method="paper"))
+
+
+def test_too_small_overlap_is_refused(zoo, tmp_path):
+    other = tiny.sentencepiece_bpe_tokenizer(["ωψχ φυτ σρπ"] * 20, vocab_size=10)
+    lm = AutoModelForCausalLM.from_config(tiny.llama_config(other, tiny.LMSize(hidden_size=16, num_layers=1)))
+    lm.save_pretrained(tmp_path / "greek")
+    other.save_pretrained(tmp_path / "greek")
+    with pytest.raises(VPGTransError, match="too little in common"):
+        fit_converter(str(zoo.src), str(tmp_path / "greek"))
+
+
+def test_fused_projection_equals_converter_after_source_projector():
+    torch.manual_seed(0)
+    source = torch.nn.Linear(16, 24)
+    converter = WordConverter(weight=torch.randn(40, 24), bias=torch.randn(40))
+    w, b = fuse_projection(converter, source.weight.detach(), source.bias.detach())
+    queries = torch.randn(5, 7, 16)
+    expected = converter(source(queries))
+    assert torch.allclose(queries @ w.T + b, expected, atol=1e-4)
+
+
+def test_converter_save_load_round_trip(tmp_path):
+    x = torch.randn(100, 8)
+    converter = fit_ridge(x, x @ torch.randn(8, 12), torch.ones(100))
+    converter.save(tmp_path / "c.safetensors")
+    loaded = WordConverter.load(tmp_path / "c.safetensors")
+    assert torch.equal(loaded.weight, converter.weight) and torch.equal(loaded.bias, converter.bias)
+    with pytest.raises(VPGTransError, match="not found"):
+        WordConverter.load(tmp_path / "missing.safetensors")
+
+
+def test_embedding_reader_applies_opt_project_in(tmp_path):
+    tok = tiny.byte_level_bpe_tokenizer(["a red square"] * 10, vocab_size=300)
+    config = tiny.opt_config(tok, tiny.LMSize(hidden_size=32, num_layers=1))
+    config.word_embed_proj_dim = 16  # OPT-350M style: narrow embeddings, project_in to hidden
+    lm = AutoModelForCausalLM.from_config(config)
+    lm.save_pretrained(tmp_path / "opt")
+    table = read_input_embeddings(str(tmp_path / "opt")).weight
+    expected = lm.get_input_embeddings().weight @ lm.model.decoder.project_in.weight.T
+    assert table.shape == (len(tok), 32)
+    assert torch.allclose(table, expected.detach(), atol=1e-6)

@@ -1,0 +1,93 @@
+"""Stage trainer: what trains in each stage, loss goes down, resume equals uninterrupted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vpgtrans.data import CaptionDataset, load_caption_data
+from vpgtrans.train import FINETUNE_TRAINABLE, WARMUP_TRAINABLE, StageConfig, lr_factor, make_accelerator, train_stage
+from vpgtrans.transfer import TrainingConfig, TransferConfig, collator_for, initialise, run_transfer
+
+
+def _train(zoo, tmp_path, stage: StageConfig):
+    model, processor, _ = initialise(str(zoo.src), str(zoo.dst_llama), None)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = load_caption_data(zoo.data)
+    collate = collator_for(processor, model, TrainingConfig())
+    result = train_stage(make_accelerator(), model, CaptionDataset(data.records), collate, stage, tmp_path / "ckpt")
+    return before, model.state_dict(), result
+
+
+@pytest.mark.parametrize("trainable", [WARMUP_TRAINABLE, FINETUNE_TRAINABLE])
+def test_only_the_stage_parameters_change(zoo, tmp_path, trainable):
+    stage = StageConfig(name="s", trainable=trainable, steps=3, lr=1e-2, batch_size=8, dropout_in=("qformer",))
+    before, after, result = _train(zoo, tmp_path, stage)
+    assert result.steps == 3 and result.samples == 24
+    for key in before:
+        if key.startswith(trainable):
+            assert not torch.equal(before[key], after[key]) or "bias" in key, key
+        else:
+            assert torch.equal(before[key], after[key]), f"frozen {key} changed"
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(trainable))
+
+
+def test_loss_decreases_on_a_tiny_set(zoo, tmp_path):
+    stage = StageConfig(name="s", trainable=FINETUNE_TRAINABLE, steps=30, lr=2e-2, batch_size=16)
+    _, _, result = _train(zoo, tmp_path, stage)
+    assert sum(result.losses[-5:]) / 5 < 0.8 * sum(result.losses[:5]) / 5
+
+
+def test_schedules():
+    cosine = lr_factor(StageConfig(name="s", trainable=(), steps=100, lr=1.0, schedule="cosine", min_lr_ratio=0.5))
+    assert cosine(0) == pytest.approx(1.0) and cosine(50) == pytest.approx(0.75) and cosine(100) == pytest.approx(0.5)
+    constant = lr_factor(StageConfig(name="s", trainable=(), steps=100, lr=1.0))
+    assert constant(0) == constant(99) == 1.0
+
+
+class Crash(Exception):
+    pass
+
+
+def _config(zoo, out):
+    return TransferConfig(
+        src=str(zoo.src), dst=str(zoo.dst_llama), data=str(zoo.data), out=str(out),
+        training=TrainingConfig(batch_size=8, stage1_steps=3, stage2_steps=5, checkpoint_every=2, lr=1e-3),
+    )
+
+
+def test_resume_reaches_the_same_weights(zoo, tmp_path, monkeypatch):
+    run_transfer(_config(zoo, tmp_path / "straight"))
+
+    calls = {"n": 0}
+    original = CaptionDataset.__getitem__
+
+    def crashing(self, index):
+        calls["n"] += 1
+        # accelerate fetches one batch ahead: item 65 is fetched during fine-tuning step 4,
+        # after the step-2 checkpoint (warm-up fetched 4 batches, fine-tuning 4 by then)
+        if calls["n"] > 8 * (4 + 4):
+            raise Crash
+        return original(self, index)
+
+    monkeypatch.setattr(CaptionDataset, "__getitem__", crashing)
+    with pytest.raises(Crash):
+        run_transfer(_config(zoo, tmp_path / "resumed"))
+    assert not (tmp_path / "resumed" / "model").exists()
+    assert (tmp_path / "resumed" / "checkpoints" / "finetune" / "step-00000002").is_dir()
+    monkeypatch.setattr(CaptionDataset, "__getitem__", original)
+    run_transfer(_config(zoo, tmp_path / "resumed"), resume=True)
+
+    straight = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    record = json.loads((tmp_path / "resumed" / "run.json").read_text())
+    assert record["status"] == "done"
+    assert record["stages"]["finetune"]["result"]["resumed_from_step"] == 2
+    log = [json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if e["stage"] == "finetune"] == [1, 2, 3, 4, 5]
