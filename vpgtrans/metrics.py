@@ -397,18 +397,21 @@ def gqa_accuracy(prediction: str, gt_answer: str) -> float:
 
 @lru_cache(maxsize=65536)
 def lemmatize_word(word: str) -> str:
-    """Lemma of a noun (plural -> singular) or verb ("riding" -> "ride"); other words as is.
+    """Lemma of a noun ("glasses" -> "glass") or verb ("riding" -> "ride"); others as is.
 
-    Mirrors the reference's spaCy step (lemma only for NOUN / VERB) without a POS tagger:
-    a noun lemma that changes the word wins, then a verb lemma, else the word itself.
+    Mirrors the reference's spaCy step (lemma only for NOUN / VERB tokens) without a tagger:
+    auxiliaries ("is", "has") stay, a word with a noun reading takes its noun lemma, else a
+    verb lemma.
     """
     from lemminflect import getAllLemmas
 
     lemmas = getAllLemmas(word)
-    noun = lemmas.get("NOUN", (word,))[0]
-    if noun != word:
-        return noun
-    return lemmas.get("VERB", (word,))[0]
+    if "AUX" in lemmas:
+        return word
+    for pos in ("NOUN", "VERB"):
+        if pos in lemmas:
+            return lemmas[pos][0]
+    return word
 
 
 def okvqa_normalize(answer: str) -> str:

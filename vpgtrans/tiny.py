@@ -140,9 +140,9 @@ class VPGSize:
     num_query_tokens: int = 8
 
 
-def blip2_config(text_config, size: VPGSize, image_token_index: int) -> Blip2Config:
-    """A BLIP-2 config ready to be trained: `initializer_range` 0.02, not the 1e-10 default."""
-    vision = Blip2VisionConfig(
+def vision_config(size: VPGSize) -> Blip2VisionConfig:
+    """A ViT config ready to be trained: `initializer_range` 0.02, not the 1e-10 default."""
+    return Blip2VisionConfig(
         hidden_size=size.vision_hidden,
         intermediate_size=4 * size.vision_hidden,
         num_hidden_layers=size.vision_layers,
@@ -151,6 +151,11 @@ def blip2_config(text_config, size: VPGSize, image_token_index: int) -> Blip2Con
         patch_size=size.patch_size,
         initializer_range=0.02,
     )
+
+
+def blip2_config(text_config, size: VPGSize, image_token_index: int) -> Blip2Config:
+    """A BLIP-2 config ready to be trained: `initializer_range` 0.02, not the 1e-10 default."""
+    vision = vision_config(size)
     qformer = Blip2QFormerConfig(
         hidden_size=size.qformer_hidden,
         intermediate_size=4 * size.qformer_hidden,

@@ -1,0 +1,229 @@
+#!/usr/bin/env python
+"""Rebuild the miniature world's model zoo from nothing, deterministically.
+
+    python recipes/toy/build_zoo.py [--config recipes/toy/zoo.toml] [--out checkpoints]
+
+1. tokenizers of two families trained on world text (byte-level BPE; SentencePiece-style);
+2. toy LLMs (toy-opt-s, toy-opt-l, toy-llama) pretrained on text that rewards reading the
+   context (a description then its copy, or questions answered from it);
+3. a ViT pretrained on attribute classification, then frozen, as BLIP-2's is;
+4. toy-blip2-opt-s: Q-Former + projector trained on the frozen ViT and frozen toy-opt-s,
+   with the same stage trainer `vpgtrans transfer` uses;
+5. quality report (held-out perplexity; caption and VQA accuracy) in OUT/zoo.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Blip2VisionModel
+
+from vpgtrans import tiny, world
+from vpgtrans.data import CaptionDataset, load_caption_data
+from vpgtrans.evaluate import world_caption_accuracy, world_vqa_accuracy
+from vpgtrans.train import FINETUNE_TRAINABLE, StageConfig, make_accelerator, train_stage
+from vpgtrans.transfer import TrainingConfig, collator_for, save_model
+
+HERE = Path(__file__).resolve().parent
+
+
+def lm_batches(tokenizer, texts: list[str], max_tokens: int) -> torch.Tensor:
+    """BOS + text + EOS, right-padded with -100 labels past the end."""
+    rows = [tokenizer(t)["input_ids"][: max_tokens - 1] + [tokenizer.eos_token_id] for t in texts]
+    ids = torch.full((len(rows), max(map(len, rows))), -100, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+    return ids
+
+
+def lm_loss(model, ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    mask = ids != -100
+    return model(input_ids=torch.where(mask, ids, pad_id), attention_mask=mask.long(), labels=ids).loss
+
+
+def pretrain_lm(model, tokenizer, texts: list[str], steps: int, cfg: dict, seed: int) -> list[float]:
+    """Plain causal-LM pretraining, AdamW with cosine decay."""
+    torch.manual_seed(seed)
+    ids = lm_batches(tokenizer, texts, cfg["max_tokens"])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        batch = ids[torch.randint(len(ids), (cfg["batch_size"],), generator=generator)]
+        batch = batch[:, : int((batch != -100).sum(1).max())]
+        loss = lm_loss(model, batch, pad)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    return losses
+
+
+@torch.no_grad()
+def perplexity(model, tokenizer, texts: list[str], max_tokens: int) -> float:
+    model.eval()
+    ids = lm_batches(tokenizer, texts, max_tokens)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    total, count = 0.0, 0
+    for start in range(0, len(ids), 100):
+        batch = ids[start : start + 100]
+        n = int((batch[:, 1:] != -100).sum())
+        total += lm_loss(model, batch, pad).item() * n
+        count += n
+    return math.exp(total / count)
+
+
+def attribute_targets(scene: world.Scene, config: world.WorldConfig) -> list[int]:
+    """Per grid cell: colour, shape and size class (0 = empty cell)."""
+    cells = {obj.position: obj for obj in scene.objects}
+    targets = []
+    for position in world.POSITIONS:
+        obj = cells.get(position)
+        targets += [
+            0 if obj is None else 1 + list(config.colours).index(obj.colour),
+            0 if obj is None else 1 + list(config.shapes).index(obj.shape),
+            0 if obj is None else 1 + list(world.SIZES).index(obj.size),
+        ]
+    return targets
+
+
+def pretrain_vit(cfg: dict, image_size: int, wcfg: world.WorldConfig, processor, seed: int) -> tuple[Blip2VisionModel, float]:
+    """Attribute classification from [CLS; mean patch] features; returns the ViT and held-out accuracy."""
+    size = tiny.VPGSize(image_size=image_size, patch_size=cfg["patch_size"], vision_hidden=cfg["hidden_size"],
+                        vision_layers=cfg["num_layers"], num_heads=cfg["num_heads"])
+    vision_config = tiny.vision_config(size)
+    torch.manual_seed(seed)
+    vit = Blip2VisionModel(vision_config)
+    classes = [len(wcfg.colours) + 1, len(wcfg.shapes) + 1, len(world.SIZES) + 1] * len(world.POSITIONS)
+    head = torch.nn.Linear(2 * vision_config.hidden_size, sum(classes))
+    rng = np.random.default_rng(seed)
+    scenes = [world.generate_scene(rng, wcfg) for _ in range(cfg["train_images"] + 500)]
+    pixels = processor([world.render(s, wcfg) for s in scenes], return_tensors="pt")["pixel_values"]
+    targets = torch.tensor([attribute_targets(s, wcfg) for s in scenes])
+    train_px, train_t, test_px, test_t = pixels[:-500], targets[:-500], pixels[-500:], targets[-500:]
+
+    def logits(px):
+        hidden = vit(pixel_values=px).last_hidden_state
+        features = torch.cat([vit.post_layernorm(hidden[:, 0]), hidden[:, 1:].mean(1)], dim=-1)
+        return head(features).split(classes, dim=-1)
+
+    params = list(vit.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / cfg["steps"])))
+    generator = torch.Generator().manual_seed(seed)
+    vit.train()
+    for _ in range(cfg["steps"]):
+        rows = torch.randint(len(train_px), (cfg["batch_size"],), generator=generator)
+        loss = sum(torch.nn.functional.cross_entropy(l, train_t[rows, i]) for i, l in enumerate(logits(train_px[rows])))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    vit.eval()
+    with torch.no_grad():
+        predictions = torch.stack([l.argmax(-1) for l in logits(test_px)], dim=1)
+    occupied = test_t[:, 0::3] > 0  # accuracy over attributes of real objects
+    mask = occupied.repeat_interleave(3, dim=1)
+    accuracy = float((predictions == test_t)[mask].float().mean())
+    return vit, accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(HERE / "zoo.toml"))
+    parser.add_argument("--out", default=str(HERE.parents[1] / "checkpoints"))
+    args = parser.parse_args()
+    cfg = tomllib.loads(Path(args.config).read_text())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed, image_size = cfg["seed"], cfg["image_size"]
+    wcfg = world.WorldConfig(image_size=image_size, **cfg["world"])
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    report: dict = {"config": cfg, "models": {}}
+    clock = time.perf_counter()
+
+    # 1. tokenizers
+    tok_texts = world.pretraining_texts(cfg["tokenizers"]["texts"], seed, wcfg)
+    tokenizers = {
+        "opt": tiny.byte_level_bpe_tokenizer(tok_texts, cfg["tokenizers"]["byte_level_vocab"]),
+        "llama": tiny.sentencepiece_bpe_tokenizer(tok_texts, cfg["tokenizers"]["sentencepiece_vocab"]),
+    }
+
+    # 2. language models
+    pre = cfg["lm_pretraining"]
+    texts = world.pretraining_texts(pre["texts"] + pre["heldout_texts"], seed + 1, wcfg)
+    train_texts, heldout_texts = texts[: pre["texts"]], texts[pre["texts"] :]
+    for name, spec in cfg["lms"].items():
+        started = time.perf_counter()
+        tokenizer = tokenizers[spec["family"]]
+        size = tiny.LMSize(hidden_size=spec["hidden_size"], num_layers=spec["num_layers"], num_heads=spec["num_heads"])
+        config = (tiny.opt_config if spec["family"] == "opt" else tiny.llama_config)(tokenizer, size)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+        losses = pretrain_lm(model, tokenizer, train_texts, spec["steps"], pre, seed)
+        ppl = perplexity(model, tokenizer, heldout_texts, pre["max_tokens"])
+        model.eval().save_pretrained(out / name)
+        tokenizer.save_pretrained(out / name)
+        report["models"][name] = {"kind": "causal-lm", "heldout_perplexity": ppl, "final_train_loss": losses[-1],
+                                  "parameters": sum(p.numel() for p in model.parameters()),
+                                  "seconds": time.perf_counter() - started}
+        print(f"{name}: held-out perplexity {ppl:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    # 3. vision encoder
+    started = time.perf_counter()
+    processor = tiny.image_processor(image_size)
+    vit, vit_accuracy = pretrain_vit(cfg["vision"], image_size, wcfg, processor, seed)
+    report["models"]["vision"] = {"attribute_accuracy": vit_accuracy, "seconds": time.perf_counter() - started}
+    print(f"ViT attribute accuracy {vit_accuracy:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    # 4. source BLIP-2 on the frozen small LM
+    started = time.perf_counter()
+    spec = cfg["source_blip2"]
+    lm = AutoModelForCausalLM.from_pretrained(out / spec["lm"])
+    tokenizer = AutoTokenizer.from_pretrained(out / spec["lm"])
+    vsize = tiny.VPGSize(image_size=image_size, patch_size=cfg["vision"]["patch_size"],
+                         vision_hidden=cfg["vision"]["hidden_size"], vision_layers=cfg["vision"]["num_layers"],
+                         qformer_hidden=spec["qformer_hidden"], qformer_layers=spec["qformer_layers"],
+                         num_heads=spec["num_heads"], num_query_tokens=spec["num_query_tokens"])
+    blip2, blip2_processor = tiny.blip2_with_language_model(lm, tokenizer, vsize, seed)
+    blip2.vision_model.load_state_dict(vit.state_dict())
+    with tempfile.TemporaryDirectory() as tmp:
+        train_file = world.write_dataset(Path(tmp) / "train", spec["train_images"], seed + 2, wcfg)
+        heldout = Path(tmp) / "heldout"
+        world.write_dataset(heldout, cfg["evaluation"]["heldout_images"], cfg["evaluation"]["seed"], wcfg)
+        data = load_caption_data(train_file)
+        stage = StageConfig(name="source", trainable=FINETUNE_TRAINABLE, steps=spec["steps"], lr=spec["lr"],
+                            schedule="cosine", min_lr_ratio=0.1, batch_size=spec["batch_size"], seed=seed,
+                            checkpoint_every=spec["steps"], dropout_in=("qformer",))
+        result = train_stage(make_accelerator(), blip2, CaptionDataset(data.records),
+                             collator_for(blip2_processor, blip2, TrainingConfig()), stage, Path(tmp) / "ckpt")
+        blip2.eval()
+        caption = world_caption_accuracy(blip2, blip2_processor, heldout)
+        vqa = world_vqa_accuracy(blip2, blip2_processor, heldout)
+    save_model(blip2, blip2_processor, out / "toy-blip2-opt-s")
+    report["models"]["toy-blip2-opt-s"] = {
+        "kind": "blip2", "caption_attribute_accuracy": caption.score, "vqa_accuracy": vqa.score,
+        "final_train_loss": result.losses[-1], "seconds": time.perf_counter() - started,
+        "examples": caption.predictions[:3],
+    }
+    print(f"toy-blip2-opt-s: caption accuracy {caption.score:.3f}, VQA {vqa.score:.3f} "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    report["total_seconds"] = time.perf_counter() - clock
+    (out / "zoo.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The command line end to end, and every bad input: one clear line, exit != 0, OUT untouched."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from vpgtrans.cli import main
+
+
+def _transfer(zoo, out, *extra, data=None):
+    return main([
+        "transfer", "--src", str(zoo.src), "--dst", str(zoo.dst_llama), "--data", str(data or zoo.data),
+        "--out", str(out), "--batch-size", "8", "--stage1-steps", "2", "--stage2-steps", "2", *extra,
+    ])
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("vpgtrans: error: ")
+    return err[-1]
+
+
+def _copy_data(zoo, tmp_path):
+    folder = tmp_path / "data"
+    shutil.copytree(zoo.data.parent, folder)
+    return folder / "captions.jsonl"
+
+
+def test_transfer_then_caption(zoo, tmp_path, capsys):
+    assert _transfer(zoo, tmp_path / "run") == 0
+    out = capsys.readouterr().out
+    assert f"model: {tmp_path / 'run' / 'model'}" in out
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["status"] == "done"
+    assert record["stages"]["warmup"]["result"]["steps"] == 2
+    assert record["stages"]["warmup"]["config"]["lr"] == pytest.approx(5e-4)
+    assert record["stages"]["finetune"]["result"]["samples"] == 16
+    assert record["converter"]["method"] == "ridge"
+    assert {"torch", "transformers", "accelerate"} <= set(record["versions"])
+    assert (tmp_path / "run" / "converter.safetensors").exists()
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 4
+    image = zoo.data.parent / "images" / "000001.png"
+    assert main(["caption", "--model", str(tmp_path / "run" / "model"), str(image), "--num-beams", "2"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"{image}\t")
+    assert "<image>" not in line
+
+
+def test_separate_commands_chain(zoo, tmp_path, capsys):
+    assert main(["fit-converter", "--src", str(zoo.src), "--dst", str(zoo.dst_opt), "--data", str(zoo.data),
+                 "--out", str(tmp_path / "conv.safetensors")]) == 0
+    assert json.loads(capsys.readouterr().out)["aligned_pairs"] > 100
+    assert main(["init", "--src", str(zoo.src), "--dst", str(zoo.dst_opt), "--converter",
+                 str(tmp_path / "conv.safetensors"), "--out", str(tmp_path / "init")]) == 0
+    common = ["--data", str(zoo.data), "--steps", "2", "--batch-size", "8"]
+    assert main(["warmup", "--model", str(tmp_path / "init"), "--out", str(tmp_path / "s1"), *common]) == 0
+    assert main(["finetune", "--model", str(tmp_path / "s1" / "model"), "--out", str(tmp_path / "s2"), *common]) == 0
+    record = json.loads((tmp_path / "s2" / "run.json").read_text())
+    assert record["stages"]["finetune"]["result"]["steps"] == 2
+    assert (tmp_path / "s2" / "model" / "model.safetensors").exists()
+
+
+def test_malformed_json_names_the_line(zoo, tmp_path, capsys):
+    data = _copy_data(zoo, tmp_path)
+    lines = data.read_text().splitlines()
+    lines[2] = '{"image": "images/000002.png", "caption": '
+    data.write_text("\n".join(lines) + "\n")
+    assert _transfer(zoo, tmp_path / "out", data=data) != 0
+    assert f"{data}:3: malformed JSON" in _error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"image": "images/000000.png", "caption": ""}, "field 'caption' must be a non-empty string"),
+        ({"image": "images/000000.png", "caption": 7}, "field 'caption' must be a non-empty string"),
+        ({"image": "images/nope.png", "caption": "a red square"}, "not found"),
+        ({"caption": "a red square"}, "field 'image' must be an image path"),
+    ],
+)
+def test_bad_records_name_the_line(zoo, tmp_path, capsys, row, message):
+    data = _copy_data(zoo, tmp_path)
+    lines = data.read_text().splitlines()
+    lines[4] = json.dumps(row)
+    data.write_text("\n".join(lines) + "\n")
+    assert _transfer(zoo, tmp_path / "out", data=data) != 0
+    error = _error(capsys)
+    assert f"{data}:5" in error and message in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_image_and_skip_bad_samples(zoo, tmp_path, capsys):
+    data = _copy_data(zoo, tmp_path)
+    (data.parent / "images" / "000003.png").write_bytes(b"not a png")
+    assert _transfer(zoo, tmp_path / "out", data=data) != 0
+    error = _error(capsys)
+    assert f"{data}:4: image" in error and "unreadable" in error
+    assert _transfer(zoo, tmp_path / "out", "--skip-bad-samples", data=data) == 0
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["data"]["skipped"] == 1 and record["data"]["samples"] == 47
+
+
+def test_wrong_src_and_dst(zoo, tmp_path, capsys):
+    assert main(["transfer", "--src", str(zoo.dst_llama), "--dst", str(zoo.dst_opt), "--data", str(zoo.data),
+                 "--out", str(tmp_path / "o")]) != 0
+    assert "expected 'blip-2'" in _error(capsys)
+    assert main(["transfer", "--src", str(zoo.src), "--dst", str(zoo.src), "--data", str(zoo.data),
+                 "--out", str(tmp_path / "o")]) != 0
+    assert "not a causal language model" in _error(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_holding_another_run_is_refused(zoo, tmp_path, capsys):
+    assert _transfer(zoo, tmp_path / "run") == 0
+    assert _transfer(zoo, tmp_path / "run", "--seed", "3") != 0
+    assert "holds a different run (differs in training)" in _error(capsys)
+    assert _transfer(zoo, tmp_path / "run") != 0
+    assert "--resume" in _error(capsys)
+    assert _transfer(zoo, tmp_path / "run", "--resume") == 0  # finished run: nothing left to do
+    assert _transfer(zoo, tmp_path / "run", "--seed", "3", "--overwrite") == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["training"]["seed"] == 3
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert _transfer(zoo, tmp_path / "other") != 0
+    assert "not empty" in _error(capsys)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_unknown_preset_lists_known_ones(zoo, tmp_path, capsys):
+    assert main(["transfer", "--src", "blip2-opt-9b", "--dst", "llama-7b", "--data", str(zoo.data),
+                 "--out", str(tmp_path / "o")]) != 0
+    error = _error(capsys)
+    assert "unknown model preset 'blip2-opt-9b'" in error and "blip2-opt-2.7b" in error and "llama-7b" in error

@@ -1,0 +1,291 @@
+"""Readers for the zero-shot benchmarks' own annotation files, and scoring of predictions.
+
+Supported files (as published by each benchmark):
+
+* COCO Karpathy split ``dataset_coco.json`` (``images[*]`` with ``split``, ``filepath``,
+  ``filename``, ``cocoid`` and ``sentences[*].raw``),
+* NoCaps ``nocaps_val_4500_captions.json`` (COCO-style ``images`` + ``annotations``),
+* VQAv2 / OK-VQA questions (``{"questions": [...]}``) and annotations
+  (``{"annotations": [{"question_id", "answers": [{"answer"}, ...]}]}``),
+* GQA questions (``{qid: {"imageId", "question", "answer"}}``, e.g. ``testdev_balanced_questions.json``).
+
+Predictions are JSON lines: ``{"image_id", "caption"}`` for the caption tasks and
+``{"question_id", "answer"}`` for the VQA tasks. Ids are matched as strings, so ``42`` and
+``"42"`` are the same id.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .metrics import cider_d, gqa_accuracy, okvqa_accuracy, ptb_tokenize, vqa_accuracy
+
+CAPTION_TASKS = ("coco-caption", "nocaps")
+VQA_TASKS = ("vqav2", "okvqa", "gqa")
+TASKS = CAPTION_TASKS + VQA_TASKS
+COCO_VAL2014_IMAGE = "COCO_val2014_{image_id:012d}.jpg"
+
+PathLike = str | Path
+
+
+class BenchmarkFormatError(ValueError):
+    """An annotation or prediction file does not have the expected format or content."""
+
+
+@dataclass(frozen=True)
+class CaptionSample:
+    """One image of a captioning benchmark with its reference captions."""
+
+    image_id: int | str
+    image_path: Path
+    references: tuple[str, ...]
+    domain: str | None = None  # NoCaps: "in-domain", "near-domain" or "out-domain"
+
+
+@dataclass(frozen=True)
+class VQASample:
+    """One question of a VQA benchmark with its human answers (GQA: the single answer)."""
+
+    question_id: int | str
+    image_id: int | str
+    image_path: Path
+    question: str
+    answers: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- file formats
+
+def _load_json(path: PathLike) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise BenchmarkFormatError(f"{path}: not valid JSON ({e})") from e
+
+
+def _detect_format(data: Any) -> str:
+    """Which benchmark file a loaded JSON document looks like."""
+    if isinstance(data, dict):
+        images, anns = data.get("images"), data.get("annotations")
+        if isinstance(images, list) and images and isinstance(images[0], dict):
+            if "sentences" in images[0]:
+                return "COCO Karpathy (dataset_coco.json)"
+            if isinstance(anns, list) and anns and "caption" in anns[0]:
+                return "COCO-style caption (NoCaps)"
+        if isinstance(anns, list) and anns and isinstance(anns[0], dict) and "answers" in anns[0]:
+            return "VQA annotations"
+        if isinstance(data.get("questions"), list):
+            return "VQA questions"
+        first = next(iter(data.values()), None)
+        if isinstance(first, dict) and {"imageId", "question"} <= first.keys():
+            return "GQA questions"
+    return "unknown"
+
+
+def _expect_format(path: PathLike, data: Any, expected: str) -> None:
+    found = _detect_format(data)
+    if found != expected:
+        looks = (f"looks like a {found} file" if found != "unknown"
+                 else "matches none of the supported formats")
+        raise BenchmarkFormatError(f"{path}: expected a {expected} file, but it {looks}")
+
+
+def _field(path: PathLike, record: dict, key: str, where: str) -> Any:
+    if not isinstance(record, dict) or key not in record:
+        raise BenchmarkFormatError(f"{path}: {where} has no {key!r}")
+    return record[key]
+
+
+# --------------------------------------------------------------------------- readers
+
+def load_coco_karpathy(
+    annotation_path: PathLike, image_root: PathLike, split: str = "test"
+) -> list[CaptionSample]:
+    """Karpathy ``dataset_coco.json``: the images of ``split`` (ids are COCO ids)."""
+    data = _load_json(annotation_path)
+    _expect_format(annotation_path, data, "COCO Karpathy (dataset_coco.json)")
+    samples = []
+    for i, img in enumerate(data["images"]):
+        if _field(annotation_path, img, "split", f"images[{i}]") != split:
+            continue
+        image_id = img.get("cocoid", _field(annotation_path, img, "imgid", f"images[{i}]"))
+        refs = tuple(_field(annotation_path, s, "raw", f"image {image_id} sentence")
+                     for s in _field(annotation_path, img, "sentences", f"image {image_id}"))
+        path = Path(image_root) / img.get("filepath", "") / _field(
+            annotation_path, img, "filename", f"image {image_id}")
+        samples.append(CaptionSample(image_id, path, refs))
+    if not samples:
+        raise BenchmarkFormatError(f"{annotation_path}: no images in split {split!r}")
+    return samples
+
+
+def load_nocaps(annotation_path: PathLike, image_root: PathLike) -> list[CaptionSample]:
+    """NoCaps val/test JSON (``images`` with ``file_name`` and ``domain``, ``annotations``)."""
+    data = _load_json(annotation_path)
+    _expect_format(annotation_path, data, "COCO-style caption (NoCaps)")
+    refs: dict[Any, list[str]] = {}
+    for i, ann in enumerate(data["annotations"]):
+        refs.setdefault(_field(annotation_path, ann, "image_id", f"annotations[{i}]"), []).append(
+            _field(annotation_path, ann, "caption", f"annotations[{i}]"))
+    samples = []
+    for i, img in enumerate(data["images"]):
+        image_id = _field(annotation_path, img, "id", f"images[{i}]")
+        if image_id not in refs:
+            raise BenchmarkFormatError(f"{annotation_path}: image {image_id} has no captions")
+        path = Path(image_root) / _field(annotation_path, img, "file_name", f"image {image_id}")
+        samples.append(CaptionSample(image_id, path, tuple(refs[image_id]), img.get("domain")))
+    return samples
+
+
+def load_vqa(
+    questions_path: PathLike,
+    annotations_path: PathLike,
+    image_root: PathLike,
+    image_template: str = COCO_VAL2014_IMAGE,
+) -> list[VQASample]:
+    """VQAv2 or OK-VQA questions + annotations; images named by ``image_template``."""
+    questions = _load_json(questions_path)
+    _expect_format(questions_path, questions, "VQA questions")
+    answers = _vqa_answers(annotations_path)
+    samples = []
+    for i, q in enumerate(questions["questions"]):
+        qid = _field(questions_path, q, "question_id", f"questions[{i}]")
+        if str(qid) not in answers:
+            raise BenchmarkFormatError(f"{annotations_path}: no annotation for question {qid}")
+        image_id = _field(questions_path, q, "image_id", f"question {qid}")
+        samples.append(VQASample(
+            qid, image_id, Path(image_root) / image_template.format(image_id=image_id),
+            _field(questions_path, q, "question", f"question {qid}"), answers[str(qid)]))
+    return samples
+
+
+def _vqa_answers(annotations_path: PathLike) -> dict[str, tuple[str, ...]]:
+    data = _load_json(annotations_path)
+    _expect_format(annotations_path, data, "VQA annotations")
+    out = {}
+    for i, ann in enumerate(data["annotations"]):
+        qid = _field(annotations_path, ann, "question_id", f"annotations[{i}]")
+        answers = _field(annotations_path, ann, "answers", f"question {qid}")
+        out[str(qid)] = tuple(_field(annotations_path, a, "answer", f"question {qid} answer")
+                              for a in answers)
+        if not out[str(qid)]:
+            raise BenchmarkFormatError(f"{annotations_path}: question {qid} has no answers")
+    return out
+
+
+def load_gqa(questions_path: PathLike, image_root: PathLike) -> list[VQASample]:
+    """GQA questions file (``{qid: {"imageId", "question", "answer", ...}}``)."""
+    data = _load_json(questions_path)
+    _expect_format(questions_path, data, "GQA questions")
+    samples = []
+    for qid, q in data.items():
+        image_id = _field(questions_path, q, "imageId", f"question {qid}")
+        samples.append(VQASample(
+            qid, image_id, Path(image_root) / f"{image_id}.jpg",
+            _field(questions_path, q, "question", f"question {qid}"),
+            (_field(questions_path, q, "answer", f"question {qid}"),)))
+    return samples
+
+
+# --------------------------------------------------------------------------- scoring
+
+def read_predictions(path: PathLike, task: str) -> dict[str, str]:
+    """Read a predictions JSONL file: ``{id (as str): caption or answer}``."""
+    id_key, text_key = ("image_id", "caption") if task in CAPTION_TASKS else ("question_id", "answer")
+    out: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BenchmarkFormatError(f"{path}, line {lineno}: malformed JSON ({e})") from e
+            if not isinstance(record, dict) or id_key not in record or text_key not in record:
+                raise BenchmarkFormatError(
+                    f"{path}, line {lineno}: expected an object with {id_key!r} and {text_key!r}")
+            key, text = str(record[id_key]), record[text_key]
+            if not isinstance(text, str):
+                raise BenchmarkFormatError(f"{path}, line {lineno}: {text_key!r} is not a string")
+            if key in out:
+                raise BenchmarkFormatError(f"{path}, line {lineno}: duplicate {id_key} {key}")
+            out[key] = text
+    if not out:
+        raise BenchmarkFormatError(f"{path}: no predictions")
+    return out
+
+
+def _references(task: str, annotations_path: PathLike, split: str) -> dict[str, Any]:
+    """``{id (as str): references}`` from a benchmark's annotation file."""
+    if task == "coco-caption":
+        return {str(s.image_id): s for s in load_coco_karpathy(annotations_path, "", split)}
+    if task == "nocaps":
+        return {str(s.image_id): s for s in load_nocaps(annotations_path, "")}
+    if task == "gqa":
+        return {str(s.question_id): s.answers[0] for s in load_gqa(annotations_path, "")}
+    return _vqa_answers(annotations_path)
+
+
+def score(
+    task: str,
+    predictions_path: PathLike,
+    annotations_path: PathLike,
+    *,
+    split: str = "test",
+    require_complete: bool = False,
+    per_sample: bool = False,
+) -> dict[str, Any]:
+    """Score a predictions JSONL file against a benchmark's annotation file.
+
+    Caption tasks give CIDEr-D (x100, as papers report it; NoCaps also per domain, each
+    domain scored on its own like the NoCaps server), VQA tasks the accuracy in percent
+    (VQA accuracy for vqav2, lemmatised for okvqa, exact match for gqa). The predicted ids
+    are scored; ``require_complete`` makes missing predictions an error. ``split`` selects
+    the Karpathy split for coco-caption. Returns ``{"task", "metric", "score", "n",
+    "n_annotated"}`` (+ ``"domains"``, + ``"per_sample"`` when asked).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    preds = read_predictions(predictions_path, task)
+    refs = _references(task, annotations_path, split)
+    for key in preds:
+        if key not in refs:
+            what = "image_id" if task in CAPTION_TASKS else "question_id"
+            where = f" (split {split!r})" if task == "coco-caption" else ""
+            raise BenchmarkFormatError(
+                f"{predictions_path}: {what} {key} has no annotation in {annotations_path}{where}")
+    if require_complete and len(preds) < len(refs):
+        missing = next(k for k in refs if k not in preds)
+        raise BenchmarkFormatError(
+            f"{predictions_path}: {len(refs) - len(preds)} of {len(refs)} annotated ids have no "
+            f"prediction (e.g. {missing})")
+    result: dict[str, Any] = {"task": task, "n": len(preds), "n_annotated": len(refs)}
+    if task in CAPTION_TASKS:
+        result["metric"] = "CIDEr"
+        result["score"], scores = _cider(preds, {k: refs[k].references for k in preds})
+        domains = sorted({refs[k].domain for k in preds if refs[k].domain})
+        if domains:
+            result["domains"] = {
+                d: _cider({k: preds[k] for k in preds if refs[k].domain == d},
+                          {k: refs[k].references for k in preds if refs[k].domain == d})[0]
+                for d in domains}
+    else:
+        accuracy = {"vqav2": vqa_accuracy, "okvqa": okvqa_accuracy,
+                    "gqa": gqa_accuracy}[task]
+        scores = {k: 100.0 * accuracy(preds[k], refs[k]) for k in preds}
+        result["metric"] = "accuracy"
+        result["score"] = float(np.mean(list(scores.values())))
+    if per_sample:
+        result["per_sample"] = scores
+    return result
+
+
+def _cider(preds: dict[str, str], refs: dict[str, tuple[str, ...]]) -> tuple[float, dict[str, float]]:
+    """CIDEr-D x100 with pycocoevalcap's tokenisation of references and candidates."""
+    corpus, per_id = cider_d(ptb_tokenize(refs), ptb_tokenize({k: [preds[k]] for k in refs}))
+    return 100.0 * corpus, {k: 100.0 * v for k, v in per_id.items()}
