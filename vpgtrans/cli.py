@@ -12,46 +12,81 @@ from .errors import VPGTransError
 
 
 def _training_args(parser: argparse.ArgumentParser, stage_steps: tuple[str, ...]) -> None:
-    group = parser.add_argument_group("training")
+    """Training flags; every default is None so a recipe's value shows through unless a flag is given."""
+    group = parser.add_argument_group("training (defaults: the recipe's, else these)")
     for flag in stage_steps:
-        group.add_argument(flag, type=int, default=None, help="optimizer steps (default: one epoch for warm-up, --stage2-epochs for fine-tuning)")
-    group.add_argument("--stage2-epochs", type=float, default=5.0, help="fine-tuning length when no step count is given")
-    group.add_argument("--batch-size", type=int, default=64, help="per-device micro-batch")
-    group.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    group.add_argument("--lr", type=float, default=1e-4, help="base learning rate (fine-tuning; warm-up uses lr x mult)")
-    group.add_argument("--warmup-lr-mult", type=float, default=5.0, help="warm-up LR multiplier (paper: 5)")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="frozen ViT/LLM dtype and autocast")
-    group.add_argument("--max-text-tokens", type=int, default=32)
-    group.add_argument("--checkpoint-every", type=int, default=200, help="optimizer steps between checkpoints")
-    group.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
+        group.add_argument(flag, type=int, help="optimizer steps (default: one epoch for warm-up, --stage2-epochs for fine-tuning)")
+    group.add_argument("--stage2-epochs", type=float, help="fine-tuning length when no step count is given (5)")
+    group.add_argument("--batch-size", type=int, help="per-device micro-batch (64)")
+    group.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (1)")
+    group.add_argument("--lr", type=float, help="base learning rate of fine-tuning (1e-4); warm-up uses lr x mult")
+    group.add_argument("--warmup-lr-mult", type=float, help="warm-up LR multiplier (paper: 5)")
+    group.add_argument("--seed", type=int, help="(0)")
+    group.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="frozen ViT/LLM dtype and autocast (fp32)")
+    group.add_argument("--max-text-tokens", type=int, help="caption tokens incl. BOS/EOS (32)")
+    group.add_argument("--checkpoint-every", type=int, help="optimizer steps between checkpoints (200)")
+    group.add_argument("--num-workers", type=int, help="data-loader worker processes (0)")
     group.add_argument("--skip-bad-samples", action="store_true", help="skip and count unreadable records instead of failing")
     group.add_argument("--resume", action="store_true", help="continue the run already in OUT")
     group.add_argument("--overwrite", action="store_true", help="delete what OUT holds and start afresh")
 
 
-def _training_config(args: argparse.Namespace):
+def _training_config(args: argparse.Namespace, recipe: dict | None = None):
+    """TrainingConfig from (highest first) explicit flags, the recipe, the dataclass defaults."""
+    from dataclasses import fields
+
     from .transfer import TrainingConfig
 
-    return TrainingConfig(
-        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup_lr_mult=args.warmup_lr_mult,
-        stage1_steps=getattr(args, "stage1_steps", None) or getattr(args, "steps", None) if args.command != "finetune" else None,
-        stage2_steps=getattr(args, "stage2_steps", None) or (getattr(args, "steps", None) if args.command == "finetune" else None),
-        stage2_epochs=args.stage2_epochs, seed=args.seed, precision=args.precision,
-        max_text_tokens=args.max_text_tokens, checkpoint_every=args.checkpoint_every, num_workers=args.num_workers,
-    )
+    names = {f.name for f in fields(TrainingConfig)}
+    values = {k: v for k, v in (recipe or {}).items() if k in names}
+    if getattr(args, "steps", None) is not None:
+        values["stage1_steps" if args.command == "warmup" else "stage2_steps"] = args.steps
+    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    return TrainingConfig(**values)
+
+
+def _world_folder(parent: Path, images: int, seed: int) -> Path:
+    """A miniature-world data folder, generated once (atomically) and reused."""
+    from . import world
+    from .checkpointing import atomic_dir
+
+    folder = parent / f"world-n{images}-seed{seed}"
+    if not (folder / "captions.jsonl").exists():
+        with atomic_dir(folder) as tmp:
+            world.write_dataset(tmp, images, seed)
+    return folder
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:
+    from .presets import transfer_presets
     from .transfer import TransferConfig, run_transfer
 
+    recipe: dict = {}
+    if args.recipe or not (args.src and args.dst and args.data):
+        name = args.recipe or "default"
+        presets = transfer_presets()
+        if name not in presets:
+            raise VPGTransError(f"unknown transfer recipe {name!r}; known recipes: {', '.join(sorted(presets))}")
+        recipe = presets[name]
+    src, dst = args.src or recipe.get("src"), args.dst or recipe.get("dst")
+    if not (src and dst):
+        raise VPGTransError("--src and --dst are required (or a recipe that names them)")
+    out = Path(args.out or Path("runs") / f"{src}-to-{dst}".replace("/", "_"))
+    data, eval_dir = args.data or recipe.get("data"), args.eval
+    if data is None and "world_images" in recipe:
+        data = str(_world_folder(out.parent, recipe["world_images"], recipe.get("world_seed", 0)) / "captions.jsonl")
+    if eval_dir is None and "eval_images" in recipe:
+        eval_dir = str(_world_folder(out.parent, recipe["eval_images"], recipe.get("eval_seed", 12345)))
+    if data is None:
+        raise VPGTransError("--data is required (or a recipe that declares data)")
     config = TransferConfig(
-        src=args.src, dst=args.dst, data=args.data, out=args.out, training=_training_config(args),
-        converter=args.converter, skip_bad_samples=args.skip_bad_samples,
+        src=src, dst=dst, data=data, out=str(out), training=_training_config(args, recipe),
+        converter=args.converter or recipe.get("converter", "ridge"), skip_bad_samples=args.skip_bad_samples,
+        eval=eval_dir, eval_limit=args.eval_limit or recipe.get("eval_limit"),
     )
     model_dir = run_transfer(config, resume=args.resume, overwrite=args.overwrite)
     print(f"model: {model_dir}")
-    print(f"run record: {Path(args.out) / 'run.json'}")
+    print(f"run record: {out / 'run.json'}")
 
 
 def cmd_fit_converter(args: argparse.Namespace) -> None:
@@ -119,12 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vpgtrans", description="Transfer a BLIP-2 visual prompt generator to a new LLM.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("transfer", help="fit converter, graft, warm up, fine-tune: the whole VPGTrans transfer")
-    p.add_argument("--src", required=True, help="BLIP-2 folder, hub id or preset (e.g. blip2-opt-2.7b)")
-    p.add_argument("--dst", required=True, help="causal LM folder, hub id or preset (e.g. llama-7b)")
-    p.add_argument("--data", required=True, help="image-caption JSONL or imagefolder")
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--converter", choices=["ridge", "paper"], default="ridge", help="converter fit (default: closed-form ridge)")
+    p = sub.add_parser("transfer", help="fit converter, graft, warm up, fine-tune: the whole VPGTrans transfer",
+                       description="With no arguments: the 'default' recipe (miniature world, toy-blip2-opt-s -> toy-llama).")
+    p.add_argument("--recipe", help="named transfer from recipes/transfers.toml (default: 'default' when --src/--dst/--data are not all given)")
+    p.add_argument("--src", help="BLIP-2 folder, hub id or preset (e.g. blip2-opt-2.7b)")
+    p.add_argument("--dst", help="causal LM folder, hub id or preset (e.g. llama-7b)")
+    p.add_argument("--data", help="image-caption JSONL or imagefolder")
+    p.add_argument("--eval", help="held-out miniature-world folder to score the result on (caption and VQA accuracy)")
+    p.add_argument("--eval-limit", type=int, help="score at most this many captions and questions")
+    p.add_argument("--out", help="run folder (default: runs/SRC-to-DST)")
+    p.add_argument("--converter", choices=["ridge", "paper"], help="converter fit (default: closed-form ridge)")
     _training_args(p, ("--stage1-steps", "--stage2-steps"))
     p.set_defaults(func=cmd_transfer)
 

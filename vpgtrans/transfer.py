@@ -67,6 +67,8 @@ class TransferConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     converter: str = "ridge"
     skip_bad_samples: bool = False
+    eval: str | None = None  # held-out miniature-world folder scored after training
+    eval_limit: int | None = None  # at most this many captions and questions
 
 
 def steps_per_epoch(samples: int, training: TrainingConfig, processes: int = 1) -> int:
@@ -247,5 +249,24 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
     model_dir = run.path / "model"
     if accelerator.is_main_process:
         save_model(model, processor, model_dir)
-    run.save(status="done", model=str(model_dir), wall_seconds=time.perf_counter() - started)
+    run.save(model=str(model_dir), wall_seconds=time.perf_counter() - started)
+    if config.eval and accelerator.is_main_process:
+        run.save(evaluation=evaluate_against_source(model, processor, config.src, config.eval, training.precision,
+                                                             config.eval_limit))
+    run.save(status="done")
     return model_dir
+
+
+def evaluate_against_source(model, processor, src: str, folder: str, precision: str, limit: int | None = None) -> dict:
+    """World caption and VQA accuracy of the transferred model and of the source, side by side."""
+    from .evaluate import world_caption_accuracy, world_vqa_accuracy
+
+    source, source_processor = load_blip2(src, HALF_DTYPES[precision])
+    scores = {}
+    for name, (m, p) in {"transferred": (model, processor), "source": (source, source_processor)}.items():
+        m.eval()
+        scores[name] = {"caption_attribute_accuracy": world_caption_accuracy(m, p, folder, limit).score,
+                        "vqa_accuracy": world_vqa_accuracy(m, p, folder, limit).score}
+    scores["caption_ratio"] = scores["transferred"]["caption_attribute_accuracy"] / max(scores["source"]["caption_attribute_accuracy"], 1e-9)
+    print(json.dumps(scores, indent=2))
+    return scores
