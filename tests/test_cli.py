@@ -135,3 +135,24 @@ def test_unknown_preset_lists_known_ones(zoo, tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) != 0
     error = _error(capsys)
     assert "unknown model preset 'blip2-opt-9b'" in error and "blip2-opt-2.7b" in error and "llama-7b" in error
+
+
+def test_imagefolder_data(zoo, tmp_path):
+    from vpgtrans import world
+
+    folder = tmp_path / "imagefolder"
+    world.write_dataset(folder, 16, seed=3, layout="imagefolder")
+    assert (folder / "metadata.jsonl").exists()
+    assert _transfer(zoo, tmp_path / "out", data=folder) == 0
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["data"]["samples"] == 16
+
+
+def test_unreachable_hub_id_is_named(zoo, tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: patch the constant
+    assert main(["transfer", "--src", "no-such-org/no-such-blip2", "--dst", str(zoo.dst_llama),
+                 "--data", str(zoo.data), "--out", str(tmp_path / "o")]) != 0
+    assert "no-such-org/no-such-blip2: not a local folder and not readable from the hub" in _error(capsys)
+    assert not (tmp_path / "o").exists()

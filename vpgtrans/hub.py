@@ -19,10 +19,12 @@ def model_file(ref: str, filename: str) -> Path | None:
     if local.exists():
         raise VPGTransError(f"{ref}: expected a model folder, found a file")
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         return Path(hf_hub_download(ref, filename))
+    except LocalEntryNotFoundError as exc:  # offline and not cached: say so, not "file absent"
+        raise VPGTransError(f"{ref}: not a local folder and not readable from the hub (offline, not in the cache)") from exc
     except EntryNotFoundError:
         return None
     except Exception as exc:  # offline, unknown repo, no access: all mean "cannot read this model"

@@ -85,7 +85,7 @@ _RULES: list[tuple[re.Pattern[str], str | None]] = [
     (_rule(r"(?P<tok>(?:th|y)')" + _WORD), None),  # th'|y' before a word
     (_rule(_WORD), None),  # WORD
     (_rule(r"(?P<tok>" + _WORD + r"\.)[,;:]"), None),  # "it." before a comma
-    (_rule(_L + r"*[aeiouy]" + _APO + r"[aeiou]" + _L + r"*|[a-hj-xz]" + _APO + _L + r"{2,}"),
+    (_rule(_L + r"*[aeiouy]" + _APO + r"[aeiou]" + _L + r"*|[a-hj-xz]['`]" + _L + r"{2,}"),
      None),  # ma'am, shi'ite, c'mon
     (_rule(r"'(?:n'|n(?!" + _L + r")|em|till?|cause|[2-9]0s)|'\d\d(?=\s|$)|\u2019n\u2019"
            r"|(?:[dlj]|ol)'"),
@@ -129,8 +129,8 @@ _RULES: list[tuple[re.Pattern[str], str | None]] = [
 def _tokenize_line(line: str, following: str = "") -> list[str]:
     """PTB-tokenise one line (before lower-casing and punctuation removal); ``following`` is
     the text after it, which the lexer's trailing context may look at."""
-    end = len(line.translate(_UNICODE_MAP))
-    line = (line + "\n" + following).translate(_UNICODE_MAP)
+    end = len(line := line.translate(_UNICODE_MAP))
+    line += "\n" + following.translate(_UNICODE_MAP)
     tokens: list[str] = []
     pos = 0
     while pos < end:
@@ -161,7 +161,8 @@ def _other_char(ch: str) -> str:
     tokenise it (controls, format and private-use characters, lone accents, characters
     outside the BMP, currency signs it does not know), which it deletes."""
     category = unicodedata.category(ch)
-    if ord(ch) > 0xFFFF or category[0] in "CM" or ch == "\ufffd" or (category == "Sc" and ch not in "$\u00a5"):
+    unknown_currency = category == "Sc" and ch not in "$\u00a5"
+    if ord(ch) > 0xFFFF or category[0] in "CM" or ch == "\ufffd" or unknown_currency:
         return ""
     return ch
 
@@ -172,7 +173,7 @@ def _normalise_token(tok: str) -> str:
     tok = tok.replace("\u00ad", "")  # soft hyphens
     if tok.lower() in _CURLY_CLITICS:
         return tok.replace("\u2019", "'")
-    if any(b in tok for b in _BRACKETS) and not tok.startswith(("http", "<")):
+    if any(b in tok for b in _BRACKETS):
         return "".join(_BRACKETS.get(c, c) for c in tok)
     if tok in _FRACTIONS:
         return _FRACTIONS[tok]
@@ -199,10 +200,10 @@ def ptb_tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, l
     flat = [(key, c.replace("\n", " ")) for key, caps in captions.items() for c in caps]
     out: dict[Hashable, list[str]] = {key: [] for key in captions}
     for i, (key, caption) in enumerate(flat):
-        j = i + 1  # the lexer's lookahead needs the text up to the next non-blank caption
+        j = i + 1  # the lexer's lookahead needs the text past the next non-blank caption
         while j < len(flat) and not flat[j][1].strip():
             j += 1
-        following = "\n".join(c for _, c in flat[i + 1:j + 1])
+        following = "\n".join(c for _, c in flat[i + 1:j + 2])
         out[key].append(ptb_tokenize_sentence(caption, following))
     return out
 
@@ -385,14 +386,10 @@ def _leave_one_out_accuracy(pred: str, gts: Sequence[str]) -> float:
 # GQA and OK-VQA
 # ---------------------------------------------------------------------------------------
 
-def gqa_normalize(answer: str) -> str:
-    """VQA normalisation (punctuation, digits, articles, contractions), applied to both sides."""
-    return vqa_normalize(answer)
-
-
 def gqa_accuracy(prediction: str, gt_answer: str) -> float:
-    """GQA: 1.0 if the normalised prediction equals the normalised answer, else 0.0."""
-    return float(gqa_normalize(prediction) == gqa_normalize(gt_answer))
+    """GQA exact match: 1.0 if prediction and answer are equal after the VQA normalisation
+    (applied to both, so "t-shirt" matches "t-shirt"), else 0.0."""
+    return float(vqa_normalize(prediction) == vqa_normalize(gt_answer))
 
 
 @lru_cache(maxsize=65536)
