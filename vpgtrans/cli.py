@@ -57,26 +57,36 @@ def _world_folder(parent: Path, images: int, seed: int) -> Path:
     return folder
 
 
-def cmd_transfer(args: argparse.Namespace) -> None:
+def _recipe(name: str | None) -> dict:
+    """A named transfer from recipes/transfers.toml ('default' when none is named)."""
     from .presets import transfer_presets
-    from .transfer import TransferConfig, run_transfer
 
-    recipe: dict = {}
-    if args.recipe or not (args.src and args.dst and args.data):
-        name = args.recipe or "default"
-        presets = transfer_presets()
-        if name not in presets:
-            raise VPGTransError(f"unknown transfer recipe {name!r}; known recipes: {', '.join(sorted(presets))}")
-        recipe = presets[name]
-    src, dst = args.src or recipe.get("src"), args.dst or recipe.get("dst")
-    if not (src and dst):
-        raise VPGTransError("--src and --dst are required (or a recipe that names them)")
-    out = Path(args.out or Path("runs") / f"{src}-to-{dst}".replace("/", "_"))
-    data, eval_dir = args.data or recipe.get("data"), args.eval
+    name = name or "default"
+    presets = transfer_presets()
+    if name not in presets:
+        raise VPGTransError(f"unknown transfer recipe {name!r}; known recipes: {', '.join(sorted(presets))}")
+    return presets[name]
+
+
+def _recipe_data(data: str | None, eval_dir: str | None, recipe: dict, out: Path) -> tuple[str | None, str | None]:
+    """DATA and the evaluation folder: flags first, then the recipe's paths or generated world sets."""
+    data = data or recipe.get("data")
     if data is None and "world_images" in recipe:
         data = str(_world_folder(out.parent, recipe["world_images"], recipe.get("world_seed", 0)) / "captions.jsonl")
     if eval_dir is None and "eval_images" in recipe:
         eval_dir = str(_world_folder(out.parent, recipe["eval_images"], recipe.get("eval_seed", 12345)))
+    return data, eval_dir
+
+
+def cmd_transfer(args: argparse.Namespace) -> None:
+    from .transfer import TransferConfig, run_transfer
+
+    recipe = _recipe(args.recipe) if args.recipe or not (args.src and args.dst and args.data) else {}
+    src, dst = args.src or recipe.get("src"), args.dst or recipe.get("dst")
+    if not (src and dst):
+        raise VPGTransError("--src and --dst are required (or a recipe that names them)")
+    out = Path(args.out or Path("runs") / f"{src}-to-{dst}".replace("/", "_"))
+    data, eval_dir = _recipe_data(args.data, args.eval, recipe, out)
     if data is None:
         raise VPGTransError("--data is required (or a recipe that declares data)")
     config = TransferConfig(
@@ -87,6 +97,28 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     model_dir = run_transfer(config, resume=args.resume, overwrite=args.overwrite)
     print(f"model: {model_dir}")
     print(f"run record: {out / 'run.json'}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .compare import CompareConfig, run_compare
+    from .compare_report import _fmt
+
+    recipe = _recipe(args.recipe) if args.recipe or not (args.src and args.dst and args.data) else {}
+    out = Path(args.out or Path("runs") / "compare")
+    src, dst = args.src or recipe.get("src"), args.dst or recipe.get("dst")
+    data, eval_dir = _recipe_data(args.data, args.eval, recipe, out)
+    if not (src and dst and data and eval_dir):
+        raise VPGTransError("compare needs --src, --dst, --data and --eval (or a recipe that declares them)")
+    config = CompareConfig(
+        src=src, dst=dst, data=data, eval=eval_dir, out=str(out), arms=tuple(args.arms.split(",")), seeds=args.seeds,
+        budget_epochs=args.budget_epochs, training=_training_config(args, recipe),
+        tfs_lrs=tuple(float(x) for x in args.tfs_lrs.split(",")) if args.tfs_lrs else (),
+        eval_limit=args.eval_limit,
+    )
+    results = run_compare(config)
+    for metric, units in results["speedup"].items():
+        print(f"speed-up on {metric}: {_fmt(units['epoch'])} (epochs), {_fmt(units['seconds'])} (seconds)")
+    print(f"results: {out / 'results.json'}, table: {out / 'results.md'}")
 
 
 def cmd_fit_converter(args: argparse.Namespace) -> None:
@@ -166,6 +198,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--converter", choices=["ridge", "paper"], help="converter fit (default: closed-form ridge)")
     _training_args(p, ("--stage1-steps", "--stage2-steps"))
     p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("compare", help="VPGTrans vs training from scratch (and ablations): speed-up as in the paper")
+    p.add_argument("--recipe", help="named transfer giving src/dst/data/eval defaults")
+    p.add_argument("--src")
+    p.add_argument("--dst")
+    p.add_argument("--data", help="training image-caption pairs")
+    p.add_argument("--eval", help="held-out miniature-world folder evaluated after every epoch")
+    p.add_argument("--out", help="output folder (default: runs/compare)")
+    p.add_argument("--arms", default="tfs,vpgtrans", help="comma list from: tfs, vpgtrans, inherit-no-warmup, "
+                   "fused-no-warmup, warmup-1x, warmup-10x, random-warmup, paper-converter")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--budget-epochs", type=int, default=10, help="epochs of DATA per arm (warm-up counts as one)")
+    p.add_argument("--tfs-lrs", help="comma list of learning rates swept for TFS on seed 0 (best is used)")
+    p.add_argument("--eval-limit", type=int, default=100, help="captions and questions scored per evaluation")
+    _training_args(p, ())
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("fit-converter", help="fit the word-embedding converter between two LLMs")
     p.add_argument("--src", required=True, help="BLIP-2 or LLM folder, hub id or preset")

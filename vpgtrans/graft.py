@@ -212,3 +212,22 @@ def _new_projection(
         projection.bias.copy_(bias)
     return projection
 
+
+
+def reinitialise_vpg(model: Blip2ForConditionalGeneration, seed: int, std: float = 0.02) -> None:
+    """Fresh Q-Former, query tokens and projector (BERT-style init), ViT untouched: the
+    training-from-scratch baseline. Explicit, because transformers' init helpers skip
+    tensors already marked as loaded."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in [*model.qformer.modules(), model.language_projection]:
+            if isinstance(module, torch.nn.Linear):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, torch.nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+            elif isinstance(module, torch.nn.Embedding):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+        model.query_tokens.copy_(torch.randn(model.query_tokens.shape, generator=generator) * std)

@@ -89,6 +89,14 @@ def select_trainable(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[
     return names
 
 
+def set_train_modes(model: torch.nn.Module, dropout_in: tuple[str, ...]) -> None:
+    """Everything in eval mode (frozen ViT and LLM: no dropout) except the modules named."""
+    model.eval()
+    for name, module in model.named_modules():
+        if name in dropout_in:
+            module.train()
+
+
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no weight decay on biases, norms and other 1-d parameters (BLIP-2's rule)."""
     decay, no_decay = [], []
@@ -194,16 +202,18 @@ def train_stage(
     config: StageConfig,
     checkpoint_dir: Path,
     log: JsonlLog | None = None,
+    on_step: Callable[[StageResult], None] | None = None,
 ) -> StageResult:
-    """Run (or resume, or skip if finished) one stage; the model is updated in place."""
+    """Run (or resume, or skip if finished) one stage; the model is updated in place.
+
+    `on_step` (main process) sees the result after every optimizer step, e.g. to evaluate;
+    time it spends is not counted as training time.
+    """
     if len(dataset) < config.batch_size * accelerator.num_processes:
         raise VPGTransError(f"DATA has {len(dataset)} samples, fewer than one batch of {config.batch_size}")
     set_seed(config.seed)  # dropout masks depend on the stage's seed, not on what ran before it
     names = select_trainable(model, config.trainable)
-    model.eval()
-    for name, module in model.named_modules():
-        if name in config.dropout_in:
-            module.train()
+    set_train_modes(model, config.dropout_in)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.999))
     # Not prepared by accelerate on purpose: a prepared scheduler steps once per process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
@@ -265,6 +275,11 @@ def train_stage(
                     _save_checkpoint(checkpoint_dir, accelerator.unwrap_model(prepared_model), names, optimizer,
                                      scheduler, result, (epoch, micro))
                 accelerator.wait_for_everyone()
+            if on_step is not None and accelerator.is_main_process:
+                paused = time.perf_counter()
+                on_step(result)
+                set_train_modes(model, config.dropout_in)
+                started += time.perf_counter() - paused
             if done:
                 break
         else:

@@ -1,0 +1,219 @@
+"""`vpgtrans compare`: VPGTrans against training from scratch (TFS), as the paper measures it.
+
+Every arm trains on the same data for the same budget (in epochs of DATA; the warm-up
+epoch counts) and is evaluated after every epoch on held-out data. The speed-up is the
+paper's `e_TFS / e_VT`: e_TFS is the epoch where TFS reaches its best score, e_VT the first
+epoch where VPGTrans reaches that score; the same ratio is also reported in samples seen
+and in measured training seconds. TFS gets its best learning rate from a small sweep, or
+the comparison means nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .checkpointing import write_text_atomic
+from .converter import ConverterFitConfig, WordConverter, fit_converter
+from .data import CaptionDataset, load_caption_data
+from .errors import VPGTransError
+from .evaluate import world_caption_accuracy, world_vqa_accuracy
+from .graft import reinitialise_vpg
+from .train import make_accelerator, train_stage
+from .transfer import TrainingConfig, collator_for, finetune_stage, initialise, steps_per_epoch, warmup_stage
+
+METRICS = ("caption", "vqa")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One way to obtain a VPG for the destination LLM."""
+
+    projector: str  # "fused" (converter after source projector) or "random"
+    vpg: str  # "inherit" (source Q-Former + queries) or "scratch"
+    warmup_lr_mult: float | None  # None: no warm-up stage
+    converter: str = "ridge"
+
+
+ARMS = {
+    "tfs": Arm("random", "scratch", None),
+    "vpgtrans": Arm("fused", "inherit", 5.0),
+    "inherit-no-warmup": Arm("random", "inherit", None),
+    "fused-no-warmup": Arm("fused", "inherit", None),
+    "warmup-1x": Arm("fused", "inherit", 1.0),
+    "warmup-10x": Arm("fused", "inherit", 10.0),
+    "random-warmup": Arm("random", "inherit", 5.0),
+    "paper-converter": Arm("fused", "inherit", 5.0, converter="paper"),
+}
+REFERENCE_ARMS = ("tfs", "vpgtrans")
+
+
+@dataclass
+class CompareConfig:
+    """What to compare, on what, for how long."""
+
+    src: str
+    dst: str
+    data: str
+    eval: str
+    out: str
+    arms: tuple[str, ...] = REFERENCE_ARMS
+    seeds: int = 3
+    budget_epochs: int = 10
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    tfs_lrs: tuple[float, ...] = ()  # swept on seed 0; empty: TFS uses training.lr
+    eval_limit: int | None = 100
+
+
+@dataclass
+class CurvePoint:
+    epoch: int
+    step: int
+    samples: int
+    seconds: float
+    scores: dict[str, float]
+
+
+def evaluate_point(model, processor, folder: str, limit: int | None) -> dict[str, float]:
+    """The miniature world's two metrics on the held-out folder."""
+    model.eval()
+    return {
+        "caption": world_caption_accuracy(model, processor, folder, limit).score,
+        "vqa": world_vqa_accuracy(model, processor, folder, limit).score,
+    }
+
+
+def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: WordConverter | None, workdir: Path) -> list[CurvePoint]:
+    """Train one arm for the budget, evaluating after every epoch (and before training)."""
+    training = replace(config.training, seed=seed, lr=lr, warmup_lr_mult=arm.warmup_lr_mult or 1.0,
+                       checkpoint_every=10**9)
+    model, processor, _ = initialise(config.src, config.dst, converter if arm.projector == "fused" else None,
+                                     training.precision, seed)
+    if arm.vpg == "scratch":
+        reinitialise_vpg(model, seed)
+    data = load_caption_data(config.data)
+    dataset, collate = CaptionDataset(data.records), collator_for(processor, model, training)
+    accelerator = make_accelerator(training.precision, training.grad_accum)
+    per_epoch = steps_per_epoch(len(dataset), training, accelerator.num_processes)
+    curve = [CurvePoint(0, 0, 0, 0.0, evaluate_point(model, processor, config.eval, config.eval_limit))]
+    done = {"steps": 0, "samples": 0, "seconds": 0.0}
+
+    def record(result, offset: dict) -> None:
+        if result.steps % per_epoch == 0:
+            steps = offset["steps"] + result.steps
+            curve.append(CurvePoint(steps // per_epoch, steps, offset["samples"] + result.samples,
+                                    offset["seconds"] + result.seconds,
+                                    evaluate_point(model, processor, config.eval, config.eval_limit)))
+
+    epochs_left = config.budget_epochs
+    if arm.warmup_lr_mult is not None:
+        stage = replace(warmup_stage(training, len(dataset)), steps=per_epoch)
+        result = train_stage(accelerator, model, dataset, collate, stage, workdir / "warmup",
+                             on_step=lambda r: record(r, done))
+        done = {"steps": result.steps, "samples": result.samples, "seconds": result.seconds}
+        epochs_left -= 1
+    stage = replace(finetune_stage(training, len(dataset)), steps=epochs_left * per_epoch)
+    offset = dict(done)
+    train_stage(accelerator, model, dataset, collate, stage, workdir / "finetune", on_step=lambda r: record(r, offset))
+    return curve
+
+
+def speedup(tfs: list[CurvePoint], transfer: list[CurvePoint], metric: str, unit: str = "epoch") -> float | None:
+    """The paper's speed-up: where TFS peaks over where the transfer first reaches that peak.
+
+    None when the transfer never reaches the TFS best (the paper's "-")."""
+    best = max(tfs[1:], key=lambda p: p.scores[metric])  # first point reaching the maximum
+    reached = next((p for p in transfer[1:] if p.scores[metric] >= best.scores[metric]), None)
+    if reached is None:
+        return None
+    value = {"epoch": lambda p: p.epoch, "samples": lambda p: p.samples, "seconds": lambda p: p.seconds}[unit]
+    return value(best) / max(value(reached), 1e-9)
+
+
+def summarise(values: list[float | None]) -> dict:
+    """Mean and spread over seeds; a seed that never reached counts as missing, and is reported."""
+    present = [v for v in values if v is not None]
+    return {
+        "mean": statistics.fmean(present) if present else None,
+        "std": statistics.pstdev(present) if len(present) > 1 else 0.0 if present else None,
+        "per_seed": values,
+        "never_reached": sum(v is None for v in values),
+    }
+
+
+def _curve_path(out: Path, arm: str, seed: int, lr: float) -> Path:
+    return out / "curves" / f"{arm}-seed{seed}-lr{lr:g}.json"
+
+
+def _load_or_run(config: CompareConfig, name: str, seed: int, lr: float, converters: dict) -> list[CurvePoint]:
+    """Each finished arm is saved at once, so an interrupted compare resumes arm by arm."""
+    out = Path(config.out)
+    path = _curve_path(out, name, seed, lr)
+    if path.exists():
+        return [CurvePoint(**p) for p in json.loads(path.read_text())]
+    arm = ARMS[name]
+    if arm.projector == "fused" and arm.converter not in converters:
+        captions = load_caption_data(config.data).captions()
+        converters[arm.converter] = fit_converter(config.src, config.dst, captions, ConverterFitConfig(method=arm.converter))
+    curve = run_arm(config, arm, seed, lr, converters.get(arm.converter), out / "work" / f"{name}-{seed}-{lr:g}")
+    write_text_atomic(path, json.dumps([asdict(p) for p in curve]))
+    return curve
+
+
+def run_compare(config: CompareConfig) -> dict:
+    """Train every arm for every seed, compute speed-ups, write results.json, table and plots."""
+    unknown = [a for a in config.arms if a not in ARMS]
+    if unknown:
+        raise VPGTransError(f"unknown arm(s) {unknown}; known arms: {', '.join(ARMS)}")
+    if "tfs" not in config.arms or "vpgtrans" not in config.arms:
+        raise VPGTransError("--arms must include tfs and vpgtrans (the speed-up compares them)")
+    out = Path(config.out)
+    converters: dict = {}
+    sweep = {}
+    tfs_lr = config.training.lr
+    if config.tfs_lrs:
+        for lr in config.tfs_lrs:
+            curve = _load_or_run(config, "tfs", 0, lr, converters)
+            sweep[lr] = statistics.fmean(max(p.scores[m] for p in curve) for m in METRICS)
+        tfs_lr = max(sweep, key=sweep.get)
+    curves: dict[str, dict[int, list[CurvePoint]]] = {}
+    for name in config.arms:
+        lr = tfs_lr if name == "tfs" else config.training.lr
+        curves[name] = {seed: _load_or_run(config, name, seed, lr, converters) for seed in range(config.seeds)}
+    results = {
+        "config": json.loads(json.dumps(asdict(config))),
+        "tfs_lr_sweep": {f"{k:g}": v for k, v in sweep.items()},
+        "tfs_lr": tfs_lr,
+        "speedup": {
+            metric: {
+                unit: summarise([speedup(curves["tfs"][s], curves["vpgtrans"][s], metric, unit) for s in range(config.seeds)])
+                for unit in ("epoch", "samples", "seconds")
+            }
+            for metric in METRICS
+        },
+        "curves": {name: {str(s): [asdict(p) for p in c] for s, c in per_seed.items()} for name, per_seed in curves.items()},
+        "orderings": orderings(curves),
+    }
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2))
+    from .compare_report import write_plots, write_table
+
+    write_table(results, out / "results.md")
+    write_plots(results, out)
+    return results
+
+
+def _mean_at(curves: dict[int, list[CurvePoint]], epoch: int, metric: str) -> float:
+    return statistics.fmean(next(p.scores[metric] for p in c if p.epoch == epoch) for c in curves.values())
+
+
+def orderings(curves: dict[str, dict[int, list[CurvePoint]]]) -> dict[str, bool]:
+    """The paper's qualitative findings, checked where the arms involved were run (mean over metrics and seeds)."""
+    mean = lambda arm, epoch: statistics.fmean(_mean_at(curves[arm], epoch, m) for m in METRICS)  # noqa: E731
+    checks = {
+        "fused init beats random init after warm-up": ("vpgtrans", "random-warmup", 1),
+        "5x warm-up beats 1x": ("vpgtrans", "warmup-1x", 1),
+        "TFS starts better than inheriting without warm-up": ("tfs", "inherit-no-warmup", 1),
+    }
+    return {text: mean(a, e) > mean(b, e) for text, (a, b, e) in checks.items() if a in curves and b in curves}

@@ -1,0 +1,58 @@
+"""Human-readable outputs of `vpgtrans compare`: a Markdown table and learning-curve plots."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+METRIC_NAMES = {"caption": "caption attribute accuracy", "vqa": "VQA accuracy"}
+
+
+def _fmt(summary: dict) -> str:
+    if summary["mean"] is None:
+        return "never reached"
+    text = f"{summary['mean']:.1f}x ± {summary['std']:.1f}"
+    return text + (f" ({summary['never_reached']} seed(s) never reached)" if summary["never_reached"] else "")
+
+
+def write_table(results: dict, path: Path) -> None:
+    """Speed-ups per metric and unit, then best and final scores per arm (mean over seeds)."""
+    lines = ["| metric | speed-up (epochs) | speed-up (samples) | speed-up (seconds) |", "|---|---|---|---|"]
+    for metric, units in results["speedup"].items():
+        lines.append(f"| {METRIC_NAMES.get(metric, metric)} | {_fmt(units['epoch'])} | {_fmt(units['samples'])} | {_fmt(units['seconds'])} |")
+    lines += ["", "| arm | metric | after epoch 1 | best | final |", "|---|---|---|---|---|"]
+    for arm, per_seed in results["curves"].items():
+        for metric in results["speedup"]:
+            first = statistics.fmean(next(p["scores"][metric] for p in c if p["epoch"] == 1) for c in per_seed.values())
+            best = statistics.fmean(max(p["scores"][metric] for p in c) for c in per_seed.values())
+            final = statistics.fmean(c[-1]["scores"][metric] for c in per_seed.values())
+            lines.append(f"| {arm} | {metric} | {first:.3f} | {best:.3f} | {final:.3f} |")
+    if results.get("tfs_lr_sweep"):
+        lines += ["", f"TFS learning-rate sweep (seed 0, mean best score): {results['tfs_lr_sweep']}; chosen {results['tfs_lr']:g}"]
+    if results.get("orderings"):
+        lines += ["", *[f"- {text}: {'yes' if ok else 'no'}" for text, ok in results["orderings"].items()]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_plots(results: dict, folder: Path) -> None:
+    """One PNG per metric: mean over seeds per arm against epochs, min-max band shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for metric in results["speedup"]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for arm, per_seed in results["curves"].items():
+            epochs = [p["epoch"] for p in next(iter(per_seed.values()))]
+            values = [[p["scores"][metric] for p in c] for c in per_seed.values()]
+            columns = list(zip(*values))
+            ax.plot(epochs, [statistics.fmean(c) for c in columns], marker="o", label=arm)
+            ax.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], alpha=0.15)
+        ax.set_xlabel("epoch (warm-up counts as one)")
+        ax.set_ylabel(METRIC_NAMES.get(metric, metric))
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(folder / f"curve-{metric}.png", dpi=120)
+        plt.close(fig)
