@@ -85,14 +85,20 @@ def evaluate_point(model, processor, folder: str, limit: int | None) -> dict[str
     }
 
 
+def arm_model(config: CompareConfig, arm: Arm, seed: int, converter: WordConverter | None):
+    """The starting point of an arm: grafted model with fused or random projector, VPG inherited or fresh."""
+    model, processor, _ = initialise(config.src, config.dst, converter if arm.projector == "fused" else None,
+                                     config.training.precision, seed)
+    if arm.vpg == "scratch":
+        reinitialise_vpg(model, seed)
+    return model, processor
+
+
 def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: WordConverter | None, workdir: Path) -> list[CurvePoint]:
     """Train one arm for the budget, evaluating after every epoch (and before training)."""
     training = replace(config.training, seed=seed, lr=lr, warmup_lr_mult=arm.warmup_lr_mult or 1.0,
                        checkpoint_every=10**9)
-    model, processor, _ = initialise(config.src, config.dst, converter if arm.projector == "fused" else None,
-                                     training.precision, seed)
-    if arm.vpg == "scratch":
-        reinitialise_vpg(model, seed)
+    model, processor = arm_model(config, arm, seed, converter)
     data = load_caption_data(config.data)
     dataset, collate = CaptionDataset(data.records), collator_for(processor, model, training)
     accelerator = make_accelerator(training.precision, training.grad_accum)

@@ -1,0 +1,80 @@
+"""compare: the paper's speed-up on hand-made curves, each arm's starting point, a tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vpgtrans.compare import ARMS, CompareConfig, CurvePoint, arm_model, run_compare, speedup, summarise
+from vpgtrans.converter import fit_converter
+from vpgtrans.graft import load_blip2
+from vpgtrans.transfer import TrainingConfig
+
+
+def _curve(scores: list[float], samples_per_epoch: int = 100, seconds_per_epoch: float = 2.0) -> list[CurvePoint]:
+    return [CurvePoint(e, e * 10, e * samples_per_epoch, e * seconds_per_epoch, {"caption": s}) for e, s in enumerate(scores)]
+
+
+def test_speedup_as_the_paper_defines_it():
+    tfs = _curve([0.0, 0.1, 0.3, 0.5, 0.6, 0.7, 0.7, 0.8, 0.8, 0.75])  # best 0.8 first at epoch 7
+    transfer = _curve([0.0, 0.5, 0.81, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])  # reaches 0.8 at epoch 2
+    assert speedup(tfs, transfer, "caption") == pytest.approx(3.5)
+    assert speedup(tfs, transfer, "caption", "samples") == pytest.approx(3.5)
+    slow = _curve([0.0, 0.5, 0.81, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9], seconds_per_epoch=7.0)
+    assert speedup(tfs, slow, "caption", "seconds") == pytest.approx(1.0)
+
+
+def test_speedup_never_reached_and_ties():
+    tfs = _curve([0.0, 0.2, 0.9, 0.9])
+    assert speedup(tfs, _curve([0.0, 0.5, 0.8, 0.85]), "caption") is None
+    assert speedup(tfs, _curve([0.0, 0.9, 0.5, 0.5]), "caption") == pytest.approx(2.0)  # equal counts as reached
+    summary = summarise([2.0, None, 4.0])
+    assert summary["mean"] == pytest.approx(3.0) and summary["never_reached"] == 1 and summary["per_seed"] == [2.0, None, 4.0]
+    assert summarise([None])["mean"] is None
+
+
+def test_each_arm_starts_where_it_should(zoo, tmp_path):
+    config = CompareConfig(src=str(zoo.src), dst=str(zoo.dst_llama), data=str(zoo.data), eval="", out=str(tmp_path))
+    source, _ = load_blip2(str(zoo.src))
+    converter = fit_converter(str(zoo.src), str(zoo.dst_llama))
+    for name, arm in ARMS.items():
+        model, _ = arm_model(config, arm, 0, converter)
+        inherited = torch.equal(model.qformer.encoder.layer[0].attention.attention.query.weight,
+                                source.qformer.encoder.layer[0].attention.attention.query.weight)
+        assert inherited == (arm.vpg == "inherit"), name
+        assert torch.equal(model.query_tokens, source.query_tokens) == (arm.vpg == "inherit"), name
+        assert torch.equal(model.vision_model.embeddings.patch_embedding.weight,
+                           source.vision_model.embeddings.patch_embedding.weight), name  # ViT always the source's
+        queries = torch.randn(2, source.config.qformer_config.hidden_size)
+        is_fused = torch.allclose(model.language_projection(queries), converter(source.language_projection(queries)), atol=1e-5)
+        assert is_fused == (arm.projector == "fused"), name
+
+
+def test_tiny_compare_end_to_end(zoo, tmp_path):
+    config = CompareConfig(
+        src=str(zoo.src), dst=str(zoo.dst_llama), data=str(zoo.data), eval=str(zoo.data.parent), out=str(tmp_path),
+        arms=("tfs", "vpgtrans", "inherit-no-warmup", "random-warmup", "warmup-1x"), seeds=2, budget_epochs=3,
+        training=TrainingConfig(batch_size=16, lr=1e-3), tfs_lrs=(1e-3, 3e-3), eval_limit=4,
+    )
+    results = run_compare(config)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["speedup"] == json.loads(json.dumps(results["speedup"]))
+    for metric in ("caption", "vqa"):
+        for unit in ("epoch", "samples", "seconds"):
+            entry = saved["speedup"][metric][unit]
+            assert set(entry) == {"mean", "std", "per_seed", "never_reached"} and len(entry["per_seed"]) == 2
+    assert saved["tfs_lr"] in (1e-3, 3e-3) and set(saved["tfs_lr_sweep"]) == {"0.001", "0.003"}
+    curve = saved["curves"]["vpgtrans"]["0"]
+    assert [p["epoch"] for p in curve] == [0, 1, 2, 3]
+    assert curve[1]["samples"] == 48 and curve[3]["samples"] == 144  # 3 steps of 16 per epoch
+    assert [p["epoch"] for p in saved["curves"]["tfs"]["1"]] == [0, 1, 2, 3]
+    assert set(saved["orderings"]) == {"fused init beats random init after warm-up", "5x warm-up beats 1x",
+                                       "TFS starts better than inheriting without warm-up"}
+    assert (tmp_path / "curve-caption.png").stat().st_size > 1000
+    assert "speed-up (epochs)" in (tmp_path / "results.md").read_text()
+    # a rerun resumes from the saved curves instead of training again
+    before = {p.name: p.stat().st_mtime for p in (tmp_path / "curves").iterdir()}
+    run_compare(config)
+    assert before == {p.name: p.stat().st_mtime for p in (tmp_path / "curves").iterdir()}
