@@ -136,7 +136,7 @@ def word_stream(seed: int):
             seen.add(word)
             yield word
     while True:
-        word = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(rng.choice((1, 2, 2, 3, 3, 4))))
+        word = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(rng.choice((1, 2, 2, 3))))
         if len(word) >= 2 and word not in seen:
             seen.add(word)
             yield word

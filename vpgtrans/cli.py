@@ -121,6 +121,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"results: {out / 'results.json'}, table: {out / 'results.md'}")
 
 
+def cmd_world(args: argparse.Namespace) -> None:
+    from . import world
+
+    path = world.write_dataset(args.out, args.n, args.seed, world.WorldConfig(image_size=args.image_size), args.layout)
+    print(f"{args.n} scenes: {path} (+ qa.jsonl, scenes.jsonl)")
+
+
 def cmd_fit_converter(args: argparse.Namespace) -> None:
     from .converter import ConverterFitConfig, fit_converter
     from .data import load_caption_data
@@ -241,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="run folder; the model goes to OUT/model")
         _training_args(p, ("--steps",))
         p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("world", help="write a miniature-world image-caption set (JSONL or imagefolder) with QA and scenes")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=1000, help="number of scenes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--layout", choices=["jsonl", "imagefolder"], default="jsonl")
+    p.set_defaults(func=cmd_world)
 
     p = sub.add_parser("caption", help="caption images with a BLIP-2 folder")
     p.add_argument("--model", required=True)
