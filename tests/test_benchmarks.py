@@ -213,13 +213,13 @@ def test_prediction_without_annotation(karpathy: Path, vqa_files: tuple[Path, Pa
 def test_malformed_predictions(vqa_files: tuple[Path, Path], tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question_id": 1, "answer": "2"}\n\n{"question_id": 2, "answer": \n')
-    with pytest.raises(BenchmarkFormatError, match=r"bad\.jsonl, line 3: malformed JSON"):
+    with pytest.raises(BenchmarkFormatError, match=r"bad\.jsonl:3: malformed JSON"):
         score("vqav2", bad, vqa_files[1])
     bad.write_text('{"question_id": 1, "caption": "2"}\n')
-    with pytest.raises(BenchmarkFormatError, match="line 1: expected an object with"):
+    with pytest.raises(BenchmarkFormatError, match=":1: expected an object with"):
         read_predictions(bad, "vqav2")
     bad.write_text('{"question_id": 1, "answer": "2"}\n{"question_id": "1", "answer": "3"}\n')
-    with pytest.raises(BenchmarkFormatError, match="line 2: duplicate question_id 1"):
+    with pytest.raises(BenchmarkFormatError, match=":2: duplicate question_id 1"):
         read_predictions(bad, "okvqa")
     bad.write_text("")
     with pytest.raises(BenchmarkFormatError, match="no predictions"):

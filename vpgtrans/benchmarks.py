@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import VPGTransError
+from .jsonl import iter_jsonl
 from .metrics import cider_d, gqa_accuracy, okvqa_accuracy, ptb_tokenize, vqa_accuracy
 
 CAPTION_TASKS = ("coco-caption", "nocaps")
@@ -33,7 +35,7 @@ COCO_VAL2014_IMAGE = "COCO_val2014_{image_id:012d}.jpg"
 PathLike = str | Path
 
 
-class BenchmarkFormatError(ValueError):
+class BenchmarkFormatError(VPGTransError, ValueError):
     """An annotation or prediction file does not have the expected format or content."""
 
 
@@ -198,23 +200,20 @@ def read_predictions(path: PathLike, task: str) -> dict[str, str]:
     """Read a predictions JSONL file: ``{id (as str): caption or answer}``."""
     id_key, text_key = ("image_id", "caption") if task in CAPTION_TASKS else ("question_id", "answer")
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BenchmarkFormatError(f"{path}, line {lineno}: malformed JSON ({e})") from e
-            if not isinstance(record, dict) or id_key not in record or text_key not in record:
-                raise BenchmarkFormatError(
-                    f"{path}, line {lineno}: expected an object with {id_key!r} and {text_key!r}")
+    try:
+        for lineno, record in iter_jsonl(path):
+            if id_key not in record or text_key not in record:
+                raise BenchmarkFormatError(f"{path}:{lineno}: expected an object with {id_key!r} and {text_key!r}")
             key, text = str(record[id_key]), record[text_key]
             if not isinstance(text, str):
-                raise BenchmarkFormatError(f"{path}, line {lineno}: {text_key!r} is not a string")
+                raise BenchmarkFormatError(f"{path}:{lineno}: {text_key!r} is not a string")
             if key in out:
-                raise BenchmarkFormatError(f"{path}, line {lineno}: duplicate {id_key} {key}")
+                raise BenchmarkFormatError(f"{path}:{lineno}: duplicate {id_key} {key}")
             out[key] = text
+    except BenchmarkFormatError:
+        raise
+    except VPGTransError as exc:
+        raise BenchmarkFormatError(str(exc)) from exc
     if not out:
         raise BenchmarkFormatError(f"{path}: no predictions")
     return out

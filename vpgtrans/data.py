@@ -7,7 +7,6 @@ Every bad record is reported with its file and line before anything is trained.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from transformers import PreTrainedTokenizerBase
 
 from .errors import VPGTransError
+from .jsonl import iter_jsonl
 
 
 @dataclass(frozen=True)
@@ -58,17 +58,9 @@ def _load_rows(jsonl: Path) -> list[dict]:
     try:
         table = datasets.load_dataset("json", data_files=str(jsonl), split="train", download_mode="force_redownload")
         return table.to_list()
-    except Exception as exc:  # datasets wraps parse errors without line numbers
-        with jsonl.open() as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise VPGTransError(f"{jsonl}:{number}: malformed JSON ({err.msg})") from exc
-                if not isinstance(row, dict):
-                    raise VPGTransError(f"{jsonl}:{number}: expected a JSON object, got {type(row).__name__}") from exc
+    except Exception as exc:  # datasets wraps parse errors without line numbers: find the line
+        for _ in iter_jsonl(jsonl):
+            pass
         raise VPGTransError(f"{jsonl}: cannot be read as JSON lines ({exc})") from exc
 
 

@@ -7,7 +7,6 @@ qa.jsonl) and follow the BLIP-2 protocol: captions with no prompt, questions wit
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tqdm.auto import tqdm
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
 from . import world
+from .jsonl import iter_jsonl
 from .generation import GenerationSettings, generate
 
 VQA_PROMPT = "Question: {} Answer:"
@@ -34,7 +34,7 @@ class EvalResult:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for _, row in iter_jsonl(path)]
 
 
 def _batched_generate(model, processor, rows: list[tuple[Path, str]], settings, batch_size: int, desc: str) -> list[str]:
