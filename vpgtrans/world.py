@@ -513,7 +513,8 @@ def pretraining_texts(n: int, seed: int, config: WorldConfig = WorldConfig()) ->
     """Text-only corpus that teaches a toy LM to read its context, not just to babble captions.
 
     Texts cycle through three kinds: a caption followed by a copy of it, a caption followed
-    by one to three "Question: ... Answer: ..." pairs answered from it, and a plain caption.
+    by one to three "Question: ... Answer: ..." pairs answered from it, one per line (so an
+    answer ends at a newline, where BLIP-2's VQA protocol stops), and a plain caption.
     """
     rng = np.random.default_rng(seed)
     texts = []
@@ -525,6 +526,6 @@ def pretraining_texts(n: int, seed: int, config: WorldConfig = WorldConfig()) ->
         elif i % 3 == 1:
             pairs = questions(scene, rng, config)
             picks = rng.choice(len(pairs), size=min(len(pairs), int(rng.integers(1, 4))), replace=False)
-            text += " ." + "".join(f" Question: {pairs[k][0]} Answer: {pairs[k][1]}" for k in picks)
+            text += " ." + "".join(f"\nQuestion: {pairs[k][0]} Answer: {pairs[k][1]}" for k in picks)
         texts.append(text)
     return texts

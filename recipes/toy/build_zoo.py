@@ -100,25 +100,35 @@ def attribute_targets(scene: world.Scene, config: world.WorldConfig) -> list[int
     return targets
 
 
+def cell_of_patches(image_size: int, patch_size: int) -> torch.Tensor:
+    """Grid cell (0-8, reading order) of each patch, by the patch centre."""
+    side = image_size // patch_size
+    centres = (torch.arange(side) + 0.5) * patch_size
+    band = (centres * 3 / image_size).long().clamp(max=2)
+    return (band[:, None] * 3 + band[None, :]).flatten()
+
+
 def pretrain_vit(cfg: dict, image_size: int, wcfg: world.WorldConfig, processor, seed: int) -> tuple[Blip2VisionModel, float]:
-    """Attribute classification from [CLS; mean patch] features; returns the ViT and held-out accuracy."""
+    """Attribute classification per grid cell from the patch tokens inside it (what the
+    Q-Former will read), then frozen; returns the ViT and held-out attribute accuracy."""
     size = tiny.VPGSize(image_size=image_size, patch_size=cfg["patch_size"], vision_hidden=cfg["hidden_size"],
                         vision_layers=cfg["num_layers"], num_heads=cfg["num_heads"])
     vision_config = tiny.vision_config(size)
     torch.manual_seed(seed)
     vit = Blip2VisionModel(vision_config)
-    classes = [len(wcfg.colours) + 1, len(wcfg.shapes) + 1, len(world.SIZES) + 1] * len(world.POSITIONS)
-    head = torch.nn.Linear(2 * vision_config.hidden_size, sum(classes))
+    classes = [len(wcfg.colours) + 1, len(wcfg.shapes) + 1, len(world.SIZES) + 1]
+    head = torch.nn.Linear(vision_config.hidden_size, sum(classes))
+    cells = cell_of_patches(image_size, cfg["patch_size"])
+    pool = torch.stack([(cells == c).float() / (cells == c).sum() for c in range(len(world.POSITIONS))])  # [9, patches]
     rng = np.random.default_rng(seed)
     scenes = [world.generate_scene(rng, wcfg) for _ in range(cfg["train_images"] + 500)]
     pixels = processor([world.render(s, wcfg) for s in scenes], return_tensors="pt")["pixel_values"]
-    targets = torch.tensor([attribute_targets(s, wcfg) for s in scenes])
+    targets = torch.tensor([attribute_targets(s, wcfg) for s in scenes]).view(len(scenes), len(world.POSITIONS), 3)
     train_px, train_t, test_px, test_t = pixels[:-500], targets[:-500], pixels[-500:], targets[-500:]
 
     def logits(px):
-        hidden = vit(pixel_values=px).last_hidden_state
-        features = torch.cat([vit.post_layernorm(hidden[:, 0]), hidden[:, 1:].mean(1)], dim=-1)
-        return head(features).split(classes, dim=-1)
+        patches = vit.post_layernorm(vit(pixel_values=px).last_hidden_state[:, 1:])
+        return head(pool @ patches).split(classes, dim=-1)  # per cell: colour, shape, size
 
     params = list(vit.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.05)
@@ -127,17 +137,17 @@ def pretrain_vit(cfg: dict, image_size: int, wcfg: world.WorldConfig, processor,
     vit.train()
     for _ in range(cfg["steps"]):
         rows = torch.randint(len(train_px), (cfg["batch_size"],), generator=generator)
-        loss = sum(torch.nn.functional.cross_entropy(l, train_t[rows, i]) for i, l in enumerate(logits(train_px[rows])))
+        outputs = logits(train_px[rows])
+        loss = sum(torch.nn.functional.cross_entropy(o.flatten(0, 1), train_t[rows, :, i].flatten()) for i, o in enumerate(outputs))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
     vit.eval()
     with torch.no_grad():
-        predictions = torch.stack([l.argmax(-1) for l in logits(test_px)], dim=1)
-    occupied = test_t[:, 0::3] > 0  # accuracy over attributes of real objects
-    mask = occupied.repeat_interleave(3, dim=1)
-    accuracy = float((predictions == test_t)[mask].float().mean())
+        predictions = torch.stack([o.argmax(-1) for o in logits(test_px)], dim=-1)  # [N, 9, 3]
+    occupied = test_t[:, :, 0] > 0  # accuracy over the attributes of real objects
+    accuracy = float((predictions == test_t)[occupied].float().mean())
     return vit, accuracy
 
 
