@@ -45,6 +45,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
 TARGET_SECONDS = 120.0
 TARGET_RSS_BYTES = 4e9  # "4 GB", read strictly: 4e9 bytes = 3.73 GiB
 GIB = 2**30
@@ -112,19 +114,6 @@ class StandIns:
 
 
 # ---------------------------------------------------------------- vocabularies
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's printable alphabet for the 256 bytes, in GPT-2's order."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(printable, chars)}
 
 
 def word_stream(seed: int):

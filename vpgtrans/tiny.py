@@ -55,19 +55,20 @@ def sentencepiece_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 400) ->
     specials = ["<unk>", "<s>", "</s>"]
     trained = Tokenizer(models.BPE(unk_token="<unk>"))
     trained.normalizer = _sentencepiece_normalizer()
-    trained.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+    trained.pre_tokenizer = _sentencepiece_pre_tokenizer()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
     trained.train_from_iterator(corpus, trainer)
     # Lay the vocabulary out as LLaMA does: specials, then the 256 byte tokens, then the merges.
     learned = json.loads(trained.to_str())["model"]
     vocab = {t: i for i, t in enumerate(specials + [f"<0x{b:02X}>" for b in range(256)])}
     for token, _ in sorted(learned["vocab"].items(), key=lambda kv: kv[1]):
-        vocab.setdefault(token, len(vocab))
+        if token != "\n":  # LLaMA has no newline piece: it falls back to <0x0A>
+            vocab.setdefault(token, len(vocab))
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
     tok.add_special_tokens(specials)
     tok.normalizer = _sentencepiece_normalizer()
-    tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+    tok.pre_tokenizer = _sentencepiece_pre_tokenizer()
     tok.decoder = decoders.Sequence(
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
@@ -75,6 +76,13 @@ def sentencepiece_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 400) ->
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
     )
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def _sentencepiece_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    """Pieces start at `▁`; a newline stands alone, so no piece spans two lines."""
+    return pre_tokenizers.Sequence(
+        [pre_tokenizers.Split("\n", behavior="isolated"), pre_tokenizers.Split("▁", behavior="merged_with_next")]
+    )
 
 
 def _sentencepiece_normalizer() -> normalizers.Normalizer:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from transformers import PreTrainedTokenizerBase
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 SPECIAL_ROLES = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
 SENTENCEPIECE_SPACE = "▁"
@@ -24,15 +25,7 @@ SENTENCEPIECE_SPACE = "▁"
 @cache
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's printable-character alphabet for the 256 bytes, inverted."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, codes)}
+    return {char: byte for byte, char in bytes_to_unicode().items()}
 
 
 def tokenizer_convention(tokenizer: PreTrainedTokenizerBase) -> str:

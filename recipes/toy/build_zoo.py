@@ -161,7 +161,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     seed, image_size = cfg["seed"], cfg["image_size"]
     wcfg = world.WorldConfig(image_size=image_size, **cfg["world"])
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.use_deterministic_algorithms(True)
     report: dict = {"config": cfg, "models": {}}
     clock = time.perf_counter()
 
