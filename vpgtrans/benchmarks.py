@@ -7,11 +7,13 @@ Supported files (as published by each benchmark):
 * NoCaps ``nocaps_val_4500_captions.json`` (COCO-style ``images`` + ``annotations``),
 * VQAv2 / OK-VQA questions (``{"questions": [...]}``) and annotations
   (``{"annotations": [{"question_id", "answers": [{"answer"}, ...]}]}``),
-* GQA questions (``{qid: {"imageId", "question", "answer"}}``, e.g. ``testdev_balanced_questions.json``).
+* GQA questions (``{qid: {"imageId", "question", "answer"}}``, e.g. ``testdev_balanced_questions.json``),
+* the miniature world's folders (``vpgtrans world``: ``scenes.jsonl`` and ``qa.jsonl``, image
+  paths relative to the folder), for the ``toy-caption`` and ``toy-vqa`` tasks.
 
 Predictions are JSON lines: ``{"image_id", "caption"}`` for the caption tasks and
 ``{"question_id", "answer"}`` for the VQA tasks. Ids are matched as strings, so ``42`` and
-``"42"`` are the same id.
+``"42"`` are the same id; a world image's id is its path in the folder (``images/000007.png``).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from . import world
 from .errors import VPGTransError
 from .jsonl import iter_jsonl
 from .metrics import cider_d, gqa_accuracy, okvqa_accuracy, ptb_tokenize, vqa_accuracy
 
-CAPTION_TASKS = ("coco-caption", "nocaps")
-VQA_TASKS = ("vqav2", "okvqa", "gqa")
+CAPTION_TASKS = ("coco-caption", "nocaps", "toy-caption")
+VQA_TASKS = ("vqav2", "okvqa", "gqa", "toy-vqa")
 TASKS = CAPTION_TASKS + VQA_TASKS
 COCO_VAL2014_IMAGE = "COCO_val2014_{image_id:012d}.jpg"
 
@@ -194,6 +197,44 @@ def load_gqa(questions_path: PathLike, image_root: PathLike) -> list[VQASample]:
     return samples
 
 
+def _world_file(folder: PathLike, name: str) -> Path:
+    path = Path(folder) / name
+    if not path.is_file():
+        raise BenchmarkFormatError(
+            f"{folder}: not a miniature-world folder (no {name}; write one with `vpgtrans world`)")
+    return path
+
+
+def _world_scenes(folder: PathLike) -> dict[str, world.Scene]:
+    """``{image path: ground-truth scene}`` from a world folder's ``scenes.jsonl``."""
+    path = _world_file(folder, "scenes.jsonl")
+    scenes = {}
+    for lineno, row in iter_jsonl(path):
+        try:
+            scenes[_field(path, row, "image", f"line {lineno}")] = world.Scene.from_dict(row)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BenchmarkFormatError(f"{path}:{lineno}: not a scene ({exc})") from exc
+    return scenes
+
+
+def load_world_captions(folder: PathLike) -> list[CaptionSample]:
+    """A world folder's images; the reference is each scene's ground-truth caption."""
+    return [CaptionSample(image, Path(folder) / image, (world.caption(scene),))
+            for image, scene in _world_scenes(folder).items()]
+
+
+def load_world_vqa(folder: PathLike) -> list[VQASample]:
+    """A world folder's ``qa.jsonl`` questions, one ground-truth answer each."""
+    path = _world_file(folder, "qa.jsonl")
+    samples = []
+    for lineno, row in iter_jsonl(path):
+        qid = _field(path, row, "question_id", f"line {lineno}")
+        image = _field(path, row, "image", f"question {qid}")
+        samples.append(VQASample(qid, image, Path(folder) / image, _field(path, row, "question", f"question {qid}"),
+                                 (_field(path, row, "answer", f"question {qid}"),)))
+    return samples
+
+
 # --------------------------------------------------------------------------- scoring
 
 def read_predictions(path: PathLike, task: str) -> dict[str, str]:
@@ -227,6 +268,10 @@ def _references(task: str, annotations_path: PathLike, split: str) -> dict[str, 
         return {str(s.image_id): s for s in load_nocaps(annotations_path, "")}
     if task == "gqa":
         return {str(s.question_id): s.answers[0] for s in load_gqa(annotations_path, "")}
+    if task == "toy-caption":
+        return {str(s.image_id): s for s in load_world_captions(annotations_path)}
+    if task == "toy-vqa":
+        return {str(s.question_id): s.answers[0] for s in load_world_vqa(annotations_path)}
     return _vqa_answers(annotations_path)
 
 
@@ -243,10 +288,11 @@ def score(
 
     Caption tasks give CIDEr-D (x100, as papers report it; NoCaps also per domain, each
     domain scored on its own like the NoCaps server), VQA tasks the accuracy in percent
-    (VQA accuracy for vqav2, lemmatised for okvqa, exact match for gqa). The predicted ids
+    (VQA accuracy for vqav2, lemmatised for okvqa, exact match for gqa and toy-vqa);
+    toy-caption adds the world's caption attribute accuracy in percent. The predicted ids
     are scored; ``require_complete`` makes missing predictions an error. ``split`` selects
     the Karpathy split for coco-caption. Returns ``{"task", "metric", "score", "n",
-    "n_annotated"}`` (+ ``"domains"``, + ``"per_sample"`` when asked).
+    "n_annotated"}`` (+ ``"domains"``, ``"attribute_accuracy"``, + ``"per_sample"`` when asked).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
@@ -273,9 +319,13 @@ def score(
                 d: _cider({k: preds[k] for k in preds if refs[k].domain == d},
                           {k: refs[k].references for k in preds if refs[k].domain == d})[0]
                 for d in domains}
+        if task == "toy-caption":
+            scenes = _world_scenes(annotations_path)
+            hits, totals = zip(*(world.caption_attribute_hits(preds[k], scenes[k]) for k in preds))
+            result["attribute_accuracy"] = 100.0 * sum(hits) / max(sum(totals), 1)
     else:
         accuracy = {"vqav2": vqa_accuracy, "okvqa": okvqa_accuracy,
-                    "gqa": gqa_accuracy}[task]
+                    "gqa": gqa_accuracy, "toy-vqa": gqa_accuracy}[task]
         scores = {k: 100.0 * accuracy(preds[k], refs[k]) for k in preds}
         result["metric"] = "accuracy"
         result["score"] = float(np.mean(list(scores.values())))

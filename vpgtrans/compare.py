@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .checkpointing import write_text_atomic
 from .converter import ConverterFitConfig, WordConverter, fit_converter
+from .costs import stage_flops
 from .data import CaptionDataset, load_caption_data
 from .errors import VPGTransError
 from .evaluate import world_caption_accuracy, world_vqa_accuracy
@@ -69,11 +70,17 @@ class CompareConfig:
 
 @dataclass
 class CurvePoint:
+    """Scores after `epoch`, and the cumulative cost of reaching them (for the cost report)."""
+
     epoch: int
     step: int
     samples: int
     seconds: float
     scores: dict[str, float]
+    lm_tokens: int = 0
+    flops: float = 0.0  # analytic training FLOPs (costs.stage_flops); 0: not recorded
+    peak_memory_bytes: int = 0
+    device: str = ""
 
 
 def evaluate_point(model, processor, folder: str, limit: int | None) -> dict[str, float]:
@@ -104,34 +111,41 @@ def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: Wo
     accelerator = make_accelerator(training.precision, training.grad_accum)
     per_epoch = steps_per_epoch(len(dataset), training, accelerator.num_processes)
     curve = [CurvePoint(0, 0, 0, 0.0, evaluate_point(model, processor, config.eval, config.eval_limit))]
-    done = {"steps": 0, "samples": 0, "seconds": 0.0}
 
-    def record(result, offset: dict) -> None:
+    def record(result, stage, before: CurvePoint) -> None:
         if result.steps % per_epoch == 0:
-            steps = offset["steps"] + result.steps
-            curve.append(CurvePoint(steps // per_epoch, steps, offset["samples"] + result.samples,
-                                    offset["seconds"] + result.seconds,
-                                    evaluate_point(model, processor, config.eval, config.eval_limit)))
+            steps = before.step + result.steps
+            flops = stage_flops(model.config, result, qformer_trained="qformer" in stage.trainable).total
+            curve.append(CurvePoint(steps // per_epoch, steps, before.samples + result.samples,
+                                    before.seconds + result.seconds,
+                                    evaluate_point(model, processor, config.eval, config.eval_limit),
+                                    before.lm_tokens + result.lm_tokens, before.flops + flops,
+                                    max(before.peak_memory_bytes, result.peak_memory_bytes), result.device))
 
     epochs_left = config.budget_epochs
     if arm.warmup_lr_mult is not None:
         stage = replace(warmup_stage(training, len(dataset)), steps=per_epoch)
-        result = train_stage(accelerator, model, dataset, collate, stage, workdir / "warmup",
-                             on_step=lambda r: record(r, done))
-        done = {"steps": result.steps, "samples": result.samples, "seconds": result.seconds}
+        train_stage(accelerator, model, dataset, collate, stage, workdir / "warmup",
+                    on_step=lambda r, s=stage, b=curve[-1]: record(r, s, b))
         epochs_left -= 1
     stage = replace(finetune_stage(training, len(dataset)), steps=epochs_left * per_epoch)
-    offset = dict(done)
-    train_stage(accelerator, model, dataset, collate, stage, workdir / "finetune", on_step=lambda r: record(r, offset))
+    train_stage(accelerator, model, dataset, collate, stage, workdir / "finetune",
+                on_step=lambda r, s=stage, b=curve[-1]: record(r, s, b))
     return curve
+
+
+def speedup_points(tfs: list[CurvePoint], transfer: list[CurvePoint], metric: str) -> tuple[CurvePoint, CurvePoint | None]:
+    """(e_TFS: the first point where TFS reaches its best, e_VT: the first transfer point
+    reaching that score, or None)."""
+    best = max(tfs[1:], key=lambda p: p.scores[metric])  # first point reaching the maximum
+    return best, next((p for p in transfer[1:] if p.scores[metric] >= best.scores[metric]), None)
 
 
 def speedup(tfs: list[CurvePoint], transfer: list[CurvePoint], metric: str, unit: str = "epoch") -> float | None:
     """The paper's speed-up: where TFS peaks over where the transfer first reaches that peak.
 
     None when the transfer never reaches the TFS best (the paper's "-")."""
-    best = max(tfs[1:], key=lambda p: p.scores[metric])  # first point reaching the maximum
-    reached = next((p for p in transfer[1:] if p.scores[metric] >= best.scores[metric]), None)
+    best, reached = speedup_points(tfs, transfer, metric)
     if reached is None:
         return None
     value = {"epoch": lambda p: p.epoch, "samples": lambda p: p.samples, "seconds": lambda p: p.seconds}[unit]

@@ -32,10 +32,15 @@ encoder-decoder); for them the default under-estimates the hours by 1.5-1.6x - p
 from __future__ import annotations
 
 import json
+import os
+import platform
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .train import StageResult
 
 DEFAULT_MFU = 0.44
 DEFAULT_TEXT_TOKENS = 32
@@ -233,10 +238,13 @@ def qformer_params(qformer_config: Config) -> QFormerParams:
 # --------------------------------------------------------------------------- FLOPs and price
 
 def training_flops(
-    src_config: Config, dst_config: Config, samples: int, text_tokens: int = DEFAULT_TEXT_TOKENS
+    src_config: Config, dst_config: Config, samples: int, text_tokens: float = DEFAULT_TEXT_TOKENS,
+    *, qformer_trained: bool = True,
 ) -> CostBreakdown:
     """FLOPs to train the VPG of ``src_config`` (a BLIP-2 config; missing parts default to
-    BLIP-2's) + a projector on the LLM of ``dst_config`` for ``samples`` image-text pairs."""
+    BLIP-2's) + a projector on the LLM of ``dst_config`` for ``samples`` image-text pairs.
+
+    ``qformer_trained=False`` is the warm-up stage: the Q-Former runs forward only (2x)."""
     vision, qformer, queries = _vpg_configs(src_config)
     image_tokens = _image_tokens(vision)
     llm = llm_params(dst_config)
@@ -250,7 +258,7 @@ def training_flops(
         llm_token_params = llm.decoder * (queries + text_tokens)
     return CostBreakdown(
         vit=2.0 * vit_params(vision) * image_tokens * samples,
-        qformer=6.0 * (q.query_path * queries + q.image_kv * image_tokens) * samples,
+        qformer=(6.0 if qformer_trained else 2.0) * (q.query_path * queries + q.image_kv * image_tokens) * samples,
         projector=6.0 * (d_q * d_llm + d_llm) * queries * samples,
         llm=4.0 * llm_token_params * samples,
     )
@@ -268,15 +276,45 @@ def estimate(
 ) -> Estimate:
     """GPU-hours and dollars to train a VPG on ``dst_config``'s LLM for ``samples`` pairs at
     model-FLOPs utilisation ``mfu`` (see the module docstring for the calibration)."""
+    flops = training_flops(src_config, dst_config, samples, text_tokens)
+    hours, dollars = gpu_hours(flops.total, gpu, mfu, price_per_hour)
+    return Estimate(GPUS[gpu], samples, mfu, flops, hours, dollars)
+
+
+def gpu_hours(
+    flops: float, gpu: str, mfu: float = DEFAULT_MFU, price_per_hour: float | None = None
+) -> tuple[float, float]:
+    """(GPU-hours, dollars) to execute ``flops`` on ``gpu`` at utilisation ``mfu``: how a run
+    measured anywhere (a CPU included) is projected onto the price table."""
     if gpu not in GPUS:
         raise ValueError(f"unknown GPU {gpu!r}; choose from {', '.join(GPUS)}")
     if not 0 < mfu <= 1:
         raise ValueError(f"mfu must be in (0, 1], got {mfu}")
     spec = GPUS[gpu]
-    flops = training_flops(src_config, dst_config, samples, text_tokens)
-    hours = flops.total / (spec.peak_tflops * 1e12 * mfu) / 3600.0
-    price = spec.price_per_hour if price_per_hour is None else price_per_hour
-    return Estimate(spec, samples, mfu, flops, hours, hours * price)
+    hours = flops / (spec.peak_tflops * 1e12 * mfu) / 3600.0
+    return hours, hours * (spec.price_per_hour if price_per_hour is None else price_per_hour)
+
+
+def stage_flops(config: Config, result: StageResult, qformer_trained: bool) -> CostBreakdown:
+    """Analytic FLOPs of a finished training stage of the BLIP-2 model ``config``, from the
+    samples and LLM tokens (soft prompt + text, padding excluded) it actually processed."""
+    _, _, queries = _vpg_configs(config)
+    text_tokens = result.lm_tokens / max(result.samples, 1) - queries
+    return training_flops(config, config, result.samples, text_tokens, qformer_trained=qformer_trained)
+
+
+def cost_record(flops: CostBreakdown, device: str) -> dict[str, Any]:
+    """What run.json keeps beside a stage's result: FLOPs per part and total, the hardware."""
+    return {"flops": {**asdict(flops), "total": flops.total}, "device_name": device_name(device)}
+
+
+def device_name(device: str) -> str:
+    """A readable name for a torch device string: the GPU model, or the CPU and its cores."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{device} ({platform.machine()}, {os.cpu_count()} cores)"
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

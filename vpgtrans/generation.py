@@ -63,7 +63,9 @@ def generate(
         temperature=settings.temperature if settings.do_sample else None,
         top_p=settings.top_p if settings.do_sample else None,
     )
-    texts = processor.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    if model.config.use_decoder_only_language_model:  # the output repeats the prompt; encoder-decoders' does not
+        output = output[:, batch["input_ids"].shape[1] :]
+    texts = processor.tokenizer.batch_decode(output, skip_special_tokens=True)
     if settings.stop_at_newline:
         texts = [t.split("\n")[0] for t in texts]
     return [t.strip() for t in texts]

@@ -20,6 +20,7 @@ from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
 from .checkpointing import atomic_dir, write_text_atomic
 from .converter import ConverterFitConfig, WordConverter, fit_converter
+from .costs import cost_record, stage_flops
 from .data import CaptionCollator, CaptionData, CaptionDataset, load_caption_data
 from .errors import VPGTransError
 from .graft import GraftReport, check_blip2_ref, check_causal_lm_ref, graft, load_blip2, load_causal_lm
@@ -205,7 +206,9 @@ def run_stage(
         accelerator, model, CaptionDataset(data.records), collator_for(processor, model, training), stage,
         run.checkpoints(stage.name), run.log,
     )
-    run.record["stages"][stage.name] = {"config": asdict(stage), "result": asdict(result)}
+    flops = stage_flops(model.config, result, qformer_trained="qformer" in stage.trainable)
+    run.record["stages"][stage.name] = {"config": asdict(stage), "result": asdict(result),
+                                        "cost": cost_record(flops, result.device)}
     run.save()
     return result
 
