@@ -71,6 +71,8 @@ def _load_json(path: PathLike) -> Any:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise BenchmarkFormatError(f"{path}: not valid JSON ({e})") from e
+    except FileNotFoundError as e:
+        raise BenchmarkFormatError(f"{path}: file not found") from e
 
 
 def _detect_format(data: Any) -> str:
@@ -255,6 +257,8 @@ def read_predictions(path: PathLike, task: str) -> dict[str, str]:
         raise
     except VPGTransError as exc:
         raise BenchmarkFormatError(str(exc)) from exc
+    except FileNotFoundError as exc:
+        raise BenchmarkFormatError(f"{path}: file not found") from exc
     if not out:
         raise BenchmarkFormatError(f"{path}: no predictions")
     return out

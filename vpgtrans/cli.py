@@ -97,6 +97,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     model_dir = run_transfer(config, resume=args.resume, overwrite=args.overwrite)
     print(f"model: {model_dir}")
     print(f"run record: {out / 'run.json'}")
+    print(f"cost report: {out / 'report' / 'report.html'} (+ report.md)")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -189,6 +190,59 @@ def cmd_caption(args: argparse.Namespace) -> None:
         print(f"{path}\t{text}")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .zeroshot import EvalConfig, run_eval
+
+    names = ("model", "task", "data", "out", "images", "annotations", "split", "limit", "batch_size", "precision",
+             "prompt", "num_beams", "min_new_tokens", "max_new_tokens")
+    metrics = run_eval(EvalConfig(**{k: getattr(args, k) for k in names}))
+    print(json.dumps({k: metrics[k] for k in ("task", "metric", "score", "n")}))
+    print(f"predictions: {Path(args.out) / 'predictions.jsonl'}, metrics: {Path(args.out) / 'metrics.json'}")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from .benchmarks import score
+
+    print(json.dumps(score(args.task, args.predictions, args.annotations, split=args.split), indent=2))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import Pricing, write_report
+
+    path = write_report(args.folders, args.out, Pricing(args.gpu, args.mfu, args.price_per_hour))
+    print(f"report: {path} (+ {path.with_suffix('.md')})")
+
+
+def _model_config(ref: str) -> dict:
+    """A config.json file, a model folder, a preset or a hub id (read from the offline cache)."""
+    from .costs import load_config
+    from .hub import read_config
+
+    return load_config(ref) if Path(ref).is_file() else read_config(ref)
+
+
+def cmd_estimate(args: argparse.Namespace) -> None:
+    from .costs import estimate
+
+    src, dst = _model_config(args.src), _model_config(args.dst)
+    runs = {}
+    for name, samples in (("vpgtrans", args.samples), ("scratch", args.scratch_samples)):
+        try:
+            est = estimate(src, dst, args.gpu, samples, args.mfu, text_tokens=args.text_tokens,
+                           price_per_hour=args.price_per_hour)
+        except (KeyError, ValueError) as exc:
+            raise VPGTransError(f"cannot estimate {args.src} -> {args.dst}: {exc}") from exc
+        runs[name] = {"samples": samples, "flops": {**asdict(est.flops), "total": est.flops.total},
+                      "gpu_hours": est.gpu_hours, "dollars": est.dollars}
+    print(f"{est.gpu.name}, MFU {args.mfu:g}, ${est.dollars / est.gpu_hours:.2f}/GPU-hour")
+    print(f"{'run':<10} {'samples':>12} {'PFLOPs':>12} {'GPU-hours':>10} {'dollars':>10}")
+    for name, run in runs.items():
+        print(f"{name:<10} {run['samples']:>12,} {run['flops']['total'] / 1e15:>12,.0f} {run['gpu_hours']:>10.1f} "
+              f"{run['dollars']:>10,.0f}")
+    print(json.dumps({"src": args.src, "dst": args.dst, "gpu": args.gpu, "mfu": args.mfu, **runs,
+                      "speedup": runs["scratch"]["gpu_hours"] / runs["vpgtrans"]["gpu_hours"]}, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vpgtrans", description="Transfer a BLIP-2 visual prompt generator to a new LLM.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -263,6 +317,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-beams", type=int, default=5)
     p.add_argument("--max-new-tokens", type=int, default=30)
     p.set_defaults(func=cmd_caption)
+
+    from .benchmarks import TASKS
+    from .costs import DEFAULT_MFU, GPUS
+
+    p = sub.add_parser("eval", help="zero-shot evaluation on a benchmark: predictions.jsonl + metrics.json",
+                       description="Files per task: docs/evaluation.md.")
+    p.add_argument("--model", required=True, help="BLIP-2 folder, hub id or preset")
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--data", required=True, help="dataset_coco.json (coco-caption), the NoCaps JSON, the questions "
+                   "JSON (vqav2, okvqa, gqa) or a miniature-world folder (toy-caption, toy-vqa)")
+    p.add_argument("--images", help="the benchmark's image folder (COCO root holding val2014/, NoCaps or GQA images)")
+    p.add_argument("--annotations", help="VQA annotations JSON (vqav2, okvqa)")
+    p.add_argument("--split", default="test", help="Karpathy split for coco-caption (test)")
+    p.add_argument("--limit", type=int, help="evaluate the first N images or questions only")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--prompt", help="override the task's prompt ('{}' takes the question)")
+    p.add_argument("--num-beams", type=int)
+    p.add_argument("--min-new-tokens", type=int)
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--out", required=True, help="folder for predictions.jsonl and metrics.json")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("score", help="score saved predictions against a benchmark's annotations; JSON on stdout")
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--predictions", required=True, help='JSONL: {"image_id", "caption"} or {"question_id", "answer"}')
+    p.add_argument("--annotations", required=True, help="dataset_coco.json, NoCaps JSON, VQA annotations, GQA "
+                   "questions or a miniature-world folder")
+    p.add_argument("--split", default="test", help="Karpathy split for coco-caption (test)")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("report", help="cost report of transfer runs and comparisons: report.md + self-contained report.html")
+    p.add_argument("folders", nargs="+", help="transfer run folders (run.json) and/or compare folders (results.json)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--gpu", choices=list(GPUS), default="a100-40g", help="GPU the FLOPs are priced on")
+    p.add_argument("--mfu", type=float, default=DEFAULT_MFU, help="model-FLOPs utilisation (%(default)s)")
+    p.add_argument("--price-per-hour", type=float, help="dollars per GPU-hour (default: the price table's)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("estimate", help="project a real transfer's (and training from scratch's) GPU cost from configs")
+    p.add_argument("--src", required=True, help="source BLIP-2: config.json, model folder, preset or hub id")
+    p.add_argument("--dst", required=True, help="destination LLM: config.json, model folder, preset or hub id")
+    p.add_argument("--gpu", choices=list(GPUS), default="a100-40g")
+    samples = lambda text: int(float(text))  # noqa: E731  (accepts 13.8e6)
+    p.add_argument("--samples", type=samples, default=13_800_000,
+                   help="transfer samples (default: the paper's OPT-2.7B -> OPT-6.7B transfer, 13.8M)")
+    p.add_argument("--scratch-samples", type=samples, default=129_000_000,
+                   help="from-scratch samples (default: BLIP-2's pre-training, 129M)")
+    p.add_argument("--mfu", type=float, default=DEFAULT_MFU, help="model-FLOPs utilisation (%(default)s)")
+    p.add_argument("--text-tokens", type=int, default=32, help="caption tokens per sample (32)")
+    p.add_argument("--price-per-hour", type=float, help="dollars per GPU-hour (default: the price table's)")
+    p.set_defaults(func=cmd_estimate)
     return parser
 
 

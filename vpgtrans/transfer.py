@@ -257,6 +257,10 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
         run.save(evaluation=evaluate_against_source(model, processor, config.src, config.eval, training.precision,
                                                              config.eval_limit))
     run.save(status="done")
+    if accelerator.is_main_process:
+        from .report import write_report
+
+        write_report([run.path], run.path / "report")
     return model_dir
 
 

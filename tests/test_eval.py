@@ -1,0 +1,127 @@
+"""`vpgtrans eval` and `vpgtrans score` on the tiny zoo, with fixtures in the benchmarks' own formats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vpgtrans.cli import main
+from vpgtrans.zeroshot import EvalConfig, task_config
+
+FAST = ["--num-beams", "1", "--batch-size", "2"]
+COCO_IDS = (391895, 522418, 184613)
+
+
+def _write_json(path: Path, data: object) -> Path:
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def coco(zoo, tmp_path) -> Path:
+    """COCO val2014 images (world scenes saved as JPEG), Karpathy dataset_coco.json, VQAv2 questions + annotations."""
+    root = tmp_path / "coco"
+    (root / "val2014").mkdir(parents=True)
+    images = []
+    for i, cocoid in enumerate(COCO_IDS):
+        name = f"COCO_val2014_{cocoid:012d}.jpg"
+        Image.open(zoo.data.parent / "images" / f"{i:06d}.png").convert("RGB").save(root / "val2014" / name)
+        images.append({"filepath": "val2014", "filename": name, "imgid": i, "split": "test", "cocoid": cocoid,
+                       "sentids": [i], "sentences": [{"tokens": ["a", "shape"], "raw": "A red square on the left.",
+                                                      "imgid": i, "sentid": i}]})
+    _write_json(root / "dataset_coco.json", {"images": images, "dataset": "coco"})
+    _write_json(root / "v2_OpenEnded_mscoco_val2014_questions.json", {
+        "task_type": "Open-Ended", "data_subtype": "val2014",
+        "questions": [{"question_id": cocoid * 10, "image_id": cocoid, "question": "What colour is the square?"}
+                      for cocoid in COCO_IDS]})
+    _write_json(root / "v2_mscoco_val2014_annotations.json", {
+        "data_subtype": "val2014",
+        "annotations": [{"question_id": cocoid * 10, "image_id": cocoid, "multiple_choice_answer": "red",
+                         "answers": [{"answer": "red", "answer_id": j + 1} for j in range(10)]} for cocoid in COCO_IDS]})
+    return root
+
+
+def test_protocol_per_task():
+    caption = task_config(EvalConfig("m", "coco-caption", "d", "o"), encoder_decoder=False)
+    assert caption.prompt == "" and (caption.generation.num_beams, caption.generation.min_new_tokens,
+                                     caption.generation.max_new_tokens) == (5, 8, 30)
+    vqa = task_config(EvalConfig("m", "vqav2", "d", "o"), encoder_decoder=False)
+    assert vqa.prompt == "Question: {} Answer:" and vqa.generation.max_new_tokens == 10
+    assert vqa.generation.stop_at_newline
+    assert task_config(EvalConfig("m", "gqa", "d", "o"), encoder_decoder=True).prompt == "Question: {} Short answer:"
+    custom = task_config(EvalConfig("m", "okvqa", "d", "o", prompt="Q: {} A:", num_beams=2), encoder_decoder=True)
+    assert custom.prompt == "Q: {} A:" and custom.generation.num_beams == 2
+
+
+def test_eval_coco_caption(zoo, coco, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(zoo.src), "--task", "coco-caption", "--data", str(coco / "dataset_coco.json"),
+                 "--images", str(coco), "--limit", "2", "--max-new-tokens", "9", "--out", str(out), *FAST]) == 0
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["image_id"] for r in rows] == list(COCO_IDS[:2]) and all(isinstance(r["caption"], str) for r in rows)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "coco-caption" and metrics["metric"] == "CIDEr" and metrics["n"] == 2
+    assert metrics["generation"]["min_new_tokens"] == 8 and metrics["prompt"] == ""
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["score"] == pytest.approx(metrics["score"])
+
+
+def test_eval_vqav2_then_score_agrees(zoo, coco, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(zoo.src), "--task", "vqav2", "--images", str(coco / "val2014"),
+                 "--data", str(coco / "v2_OpenEnded_mscoco_val2014_questions.json"),
+                 "--annotations", str(coco / "v2_mscoco_val2014_annotations.json"), "--out", str(out), *FAST]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metric"] == "accuracy" and metrics["n"] == 3 and metrics["prompt"] == "Question: {} Answer:"
+    capsys.readouterr()
+    assert main(["score", "--task", "vqav2", "--predictions", str(out / "predictions.jsonl"),
+                 "--annotations", str(coco / "v2_mscoco_val2014_annotations.json")]) == 0
+    assert json.loads(capsys.readouterr().out)["score"] == pytest.approx(metrics["score"])
+
+
+def test_eval_toy_vqa(zoo, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(zoo.src), "--task", "toy-vqa", "--data", str(zoo.data.parent),
+                 "--limit", "3", "--out", str(out), *FAST]) == 0
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["question_id"] for r in rows] == [0, 1, 2]
+    assert 0.0 <= json.loads((out / "metrics.json").read_text())["score"] <= 100.0
+
+
+def test_missing_image_names_file_and_id(zoo, coco, tmp_path, capsys):
+    (coco / "val2014" / f"COCO_val2014_{COCO_IDS[1]:012d}.jpg").unlink()
+    assert main(["eval", "--model", str(zoo.src), "--task", "coco-caption", "--data", str(coco / "dataset_coco.json"),
+                 "--images", str(coco), "--out", str(tmp_path / "eval")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"COCO_val2014_{COCO_IDS[1]:012d}.jpg: image not found for image_id {COCO_IDS[1]}" in err
+    assert not (tmp_path / "eval").exists()
+    assert main(["eval", "--model", str(zoo.src), "--task", "vqav2", "--data", str(coco / "dataset_coco.json"),
+                 "--images", str(coco), "--out", str(tmp_path / "eval")]) != 0
+    assert "--annotations is required" in capsys.readouterr().err
+
+
+def test_score_prints_json(coco, tmp_path, capsys):
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text("".join(json.dumps({"question_id": c * 10, "answer": a}) + "\n"
+                                   for c, a in zip(COCO_IDS, ["red", "Red.", "blue"])))
+    annotations = coco / "v2_mscoco_val2014_annotations.json"
+    assert main(["score", "--task", "vqav2", "--predictions", str(predictions), "--annotations", str(annotations)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == {"task": "vqav2", "n": 3, "n_annotated": 3, "metric": "accuracy", "score": pytest.approx(200 / 3)}
+    assert main(["score", "--task", "vqav2", "--predictions", str(predictions),
+                 "--annotations", str(coco / "dataset_coco.json")]) != 0
+    assert "expected a VQA annotations file" in capsys.readouterr().err
+
+
+def test_score_toy_caption(zoo, tmp_path, capsys):
+    folder = zoo.data.parent
+    truth = [json.loads(line) for line in zoo.data.read_text().splitlines()][:3]
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text("".join(json.dumps({"image_id": r["image"], "caption": r["caption"]}) + "\n" for r in truth))
+    assert main(["score", "--task", "toy-caption", "--predictions", str(predictions), "--annotations", str(folder)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["attribute_accuracy"] == pytest.approx(100.0) and result["metric"] == "CIDEr" and result["n"] == 3
+    assert main(["score", "--task", "toy-caption", "--predictions", str(predictions), "--annotations", str(tmp_path)]) != 0
+    assert "not a miniature-world folder" in capsys.readouterr().err

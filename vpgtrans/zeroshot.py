@@ -1,0 +1,154 @@
+"""`vpgtrans eval`: zero-shot generation on a benchmark, then exactly `vpgtrans score`.
+
+The protocol is BLIP-2's (docs/method.md): captions with no prompt, beam 5, 8 to 30 new
+tokens; questions as "Question: {} Answer:" ("Question: {} Short answer:" for an
+encoder-decoder LLM), beam 5, at most 10 new tokens, cut at the first newline. The
+miniature world's captions are decoded as `compare` and `transfer` score them (no minimum
+length: its captions are short). Every setting is per task and can be overridden.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .benchmarks import (
+    CAPTION_TASKS,
+    TASKS,
+    CaptionSample,
+    VQASample,
+    load_coco_karpathy,
+    load_gqa,
+    load_nocaps,
+    load_vqa,
+    load_world_captions,
+    load_world_vqa,
+    score,
+)
+from .checkpointing import write_text_atomic
+from .errors import VPGTransError
+from .evaluate import CAPTION_SETTINGS as WORLD_CAPTION_SETTINGS
+from .evaluate import VQA_PROMPT, VQA_SETTINGS
+from .generation import GenerationSettings, generate
+
+ENCODER_DECODER_VQA_PROMPT = "Question: {} Short answer:"
+BENCHMARK_CAPTION_SETTINGS = GenerationSettings(num_beams=5, min_new_tokens=8, max_new_tokens=30)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """How a task prompts and decodes; ``{}`` in the prompt is replaced by the question."""
+
+    prompt: str
+    generation: GenerationSettings
+
+
+TASK_CONFIGS: dict[str, TaskConfig] = {
+    "coco-caption": TaskConfig("", BENCHMARK_CAPTION_SETTINGS),
+    "nocaps": TaskConfig("", BENCHMARK_CAPTION_SETTINGS),
+    "toy-caption": TaskConfig("", WORLD_CAPTION_SETTINGS),
+    **{task: TaskConfig(VQA_PROMPT, VQA_SETTINGS) for task in TASKS if task not in CAPTION_TASKS},
+}
+
+
+@dataclass
+class EvalConfig:
+    """What `vpgtrans eval` reads, writes and overrides (None: the task's setting)."""
+
+    model: str
+    task: str
+    data: str  # caption annotation file, questions file, or a world folder
+    out: str
+    images: str | None = None  # image folder of a real benchmark
+    annotations: str | None = None  # VQA annotations (vqav2, okvqa)
+    split: str = "test"  # Karpathy split (coco-caption)
+    limit: int | None = None
+    batch_size: int = 16
+    precision: str = "fp32"
+    prompt: str | None = None
+    num_beams: int | None = None
+    min_new_tokens: int | None = None
+    max_new_tokens: int | None = None
+
+
+def task_config(config: EvalConfig, encoder_decoder: bool) -> TaskConfig:
+    """The task's protocol with the command line's overrides applied."""
+    base = TASK_CONFIGS[config.task]
+    prompt = ENCODER_DECODER_VQA_PROMPT if encoder_decoder and base.prompt == VQA_PROMPT else base.prompt
+    overrides = {k: getattr(config, k) for k in ("num_beams", "min_new_tokens", "max_new_tokens")
+                 if getattr(config, k) is not None}
+    return TaskConfig(prompt if config.prompt is None else config.prompt, replace(base.generation, **overrides))
+
+
+def load_samples(config: EvalConfig) -> tuple[list[CaptionSample] | list[VQASample], str]:
+    """The task's samples and the annotation file `score` checks predictions against."""
+    task, data = config.task, config.data
+    if task.startswith("toy-"):
+        return (load_world_captions(data) if task == "toy-caption" else load_world_vqa(data)), data
+    if config.images is None:
+        raise VPGTransError(f"--images is required for {task}: the folder holding the benchmark's images")
+    if task == "coco-caption":
+        return load_coco_karpathy(data, config.images, config.split), data
+    if task == "nocaps":
+        return load_nocaps(data, config.images), data
+    if task == "gqa":
+        return load_gqa(data, config.images), data
+    if config.annotations is None:
+        raise VPGTransError(f"--annotations is required for {task}: the answers file, e.g. v2_mscoco_val2014_annotations.json")
+    return load_vqa(data, config.annotations, config.images), config.annotations
+
+
+def _sample_id(sample: CaptionSample | VQASample) -> str:
+    if isinstance(sample, VQASample):
+        return f"question_id {sample.question_id} (image_id {sample.image_id})"
+    return f"image_id {sample.image_id}"
+
+
+def _open_image(sample: CaptionSample | VQASample) -> Image.Image:
+    try:
+        with Image.open(sample.image_path) as image:
+            return image.convert("RGB")
+    except OSError as exc:
+        raise VPGTransError(f"{sample.image_path}: cannot read the image of {_sample_id(sample)} ({exc.__class__.__name__})") from exc
+
+
+def prediction_rows(model, processor, samples: list, task: TaskConfig, batch_size: int, desc: str) -> list[dict]:
+    """Batched generation: ``{"image_id", "caption"}`` or ``{"question_id", "answer"}`` per sample."""
+    rows = []
+    for start in tqdm(range(0, len(samples), batch_size), desc=desc):
+        chunk = samples[start : start + batch_size]
+        prompts = [task.prompt.format(s.question) if isinstance(s, VQASample) else task.prompt for s in chunk]
+        texts = generate(model, processor, [_open_image(s) for s in chunk], prompts, task.generation)
+        rows += [{"question_id": s.question_id, "answer": t} if isinstance(s, VQASample)
+                 else {"image_id": s.image_id, "caption": t} for s, t in zip(chunk, texts)]
+    return rows
+
+
+def run_eval(config: EvalConfig) -> dict:
+    """Generate on the task's samples, write OUT/predictions.jsonl, score it into OUT/metrics.json."""
+    from .graft import load_blip2
+    from .train import HALF_DTYPES
+
+    if config.task not in TASKS:
+        raise VPGTransError(f"unknown task {config.task!r}; choose from {', '.join(TASKS)}")
+    samples, annotations = load_samples(config)
+    samples = samples[: config.limit]
+    missing = next((s for s in samples if not s.image_path.is_file()), None)
+    if missing is not None:  # before the model loads: a wrong --images fails in a second
+        raise VPGTransError(f"{missing.image_path}: image not found for {_sample_id(missing)}")
+    model, processor = load_blip2(config.model, HALF_DTYPES[config.precision])
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    task = task_config(config, not model.config.use_decoder_only_language_model)
+    rows = prediction_rows(model, processor, samples, task, config.batch_size, config.task)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    metrics = score(config.task, out / "predictions.jsonl", annotations, split=config.split)
+    metrics.update(model=config.model, data=config.data, prompt=task.prompt, generation=asdict(task.generation))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
