@@ -42,6 +42,17 @@ def test_transfer_then_caption(zoo, tmp_path, capsys):
     assert {"torch", "transformers", "accelerate"} <= set(record["versions"])
     assert (tmp_path / "run" / "converter.safetensors").exists()
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 4
+    for name, stage in record["stages"].items():  # cost fields: measured and analytic
+        result, cost = stage["result"], stage["cost"]
+        assert result["seconds"] > 0 and result["device"] == "cpu" and result["lm_tokens"] > result["text_tokens"] > 0
+        assert "peak_memory_bytes" in result and cost["device_name"].startswith("cpu (")
+        assert cost["flops"]["total"] == pytest.approx(sum(cost["flops"][k] for k in ("vit", "qformer", "projector", "llm")))
+        assert all(cost["flops"][k] > 0 for k in ("vit", "qformer", "projector", "llm")), name
+    warmup, finetune = (record["stages"][k]["cost"]["flops"] for k in ("warmup", "finetune"))
+    assert finetune["vit"] == pytest.approx(warmup["vit"])  # same samples, ViT forward only in both
+    assert finetune["qformer"] == pytest.approx(3 * warmup["qformer"])  # trained (6x) vs forward only (2x)
+    assert f"cost report: {tmp_path / 'run' / 'report' / 'report.html'}" in out
+    assert "| total |" in (tmp_path / "run" / "report" / "report.md").read_text()
     image = zoo.data.parent / "images" / "000001.png"
     assert main(["caption", "--model", str(tmp_path / "run" / "model"), str(image), "--num-beams", "2"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]

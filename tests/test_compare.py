@@ -69,6 +69,8 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
     curve = saved["curves"]["vpgtrans"]["0"]
     assert [p["epoch"] for p in curve] == [0, 1, 2, 3]
     assert curve[1]["samples"] == 48 and curve[3]["samples"] == 144  # 3 steps of 16 per epoch
+    assert 0 < curve[1]["flops"] < curve[2]["flops"] < curve[3]["flops"] and curve[3]["device"].startswith("cpu")
+    assert curve[3]["lm_tokens"] > curve[1]["lm_tokens"] > 0
     assert [p["epoch"] for p in saved["curves"]["tfs"]["1"]] == [0, 1, 2, 3]
     assert set(saved["orderings"]) == {"fused init beats random init after warm-up", "5x warm-up beats 1x",
                                        "TFS starts better than inheriting without warm-up"}

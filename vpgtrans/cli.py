@@ -218,7 +218,12 @@ def _model_config(ref: str) -> dict:
     from .costs import load_config
     from .hub import read_config
 
-    return load_config(ref) if Path(ref).is_file() else read_config(ref)
+    if not Path(ref).is_file():
+        return read_config(ref)
+    try:
+        return load_config(ref)
+    except json.JSONDecodeError as exc:
+        raise VPGTransError(f"{ref}: not a JSON config file (line {exc.lineno}: {exc.msg})") from exc
 
 
 def cmd_estimate(args: argparse.Namespace) -> None:

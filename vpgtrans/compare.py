@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .checkpointing import write_text_atomic
 from .converter import ConverterFitConfig, WordConverter, fit_converter
-from .costs import stage_flops
+from .costs import device_name, stage_flops
 from .data import CaptionDataset, load_caption_data
 from .errors import VPGTransError
 from .evaluate import world_caption_accuracy, world_vqa_accuracy
@@ -120,7 +120,7 @@ def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: Wo
                                     before.seconds + result.seconds,
                                     evaluate_point(model, processor, config.eval, config.eval_limit),
                                     before.lm_tokens + result.lm_tokens, before.flops + flops,
-                                    max(before.peak_memory_bytes, result.peak_memory_bytes), result.device))
+                                    max(before.peak_memory_bytes, result.peak_memory_bytes), device_name(result.device)))
 
     epochs_left = config.budget_epochs
     if arm.warmup_lr_mult is not None:

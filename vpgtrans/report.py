@@ -56,6 +56,11 @@ def _num(value: float | None, unit: str = "") -> str:
     return "—" if value is None else f"{value:.3g}{unit}"
 
 
+def _gib(size: int) -> str:
+    """Peak GPU memory; a dash for CPU runs, which do not measure it."""
+    return _num(size / 2**30 if size else None, " GiB")
+
+
 def _cost_cells(flops: float | None, pricing: Pricing) -> list[str]:
     """FLOPs, projected GPU-hours, projected money; dashes where FLOPs were not recorded."""
     projected = pricing.project(flops)
@@ -101,7 +106,7 @@ def run_section(folder: Path, prefix: str, pricing: Pricing) -> list[Block]:
         flops = cost.get("flops", {}).get("total")
         rows.append([name, str(result["steps"]), str(result["samples"]), str(result["lm_tokens"]),
                      f"{result['seconds']:.1f} s", cost.get("device_name", result.get("device", "")),
-                     _num(result.get("peak_memory_bytes", 0) / 2**30, " GiB"), *_cost_cells(flops, pricing)])
+                     _gib(result.get("peak_memory_bytes", 0)), *_cost_cells(flops, pricing)])
         totals = {"samples": totals["samples"] + result["samples"], "seconds": totals["seconds"] + result["seconds"],
                   "flops": totals["flops"] + (flops or 0.0)}
     rows.append(["total", "", str(totals["samples"]), "", f"{totals['seconds']:.1f} s", "", "",
@@ -183,7 +188,7 @@ def compare_section(folder: Path, prefix: str, pricing: Pricing) -> list[Block]:
         flops = _mean([p.flops for p in last]) if all(p.flops for p in last) else None
         budget.append([arm, _num(_mean([p.samples for p in last])), *_cost_cells(flops, pricing),
                        _num(_mean([p.seconds for p in last]), " s"), last[0].device or "—",
-                       _num(max(p.peak_memory_bytes for p in last) / 2**30, " GiB")])
+                       _gib(max(p.peak_memory_bytes for p in last))])
     blocks += ["Whole training budget per arm:",
                (["arm", "samples", *_cost_header(pricing), "wall time (measured)", "device", "peak GPU memory"], budget),
                Figure(f"{prefix}curves.png", _curves_plot(curves, list(results["speedup"]))),
