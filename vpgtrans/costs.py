@@ -24,7 +24,7 @@ TFLOPs per sample for OPT-6.7B) against the paper's A100-hours (``docs/method.md
     FlanT5-XXL from scratch (BLIP-2)      121.6M    684.0       199.4         0.29
 
 ``DEFAULT_MFU = 0.44`` is the geometric mean of the two OPT runs, which it reproduces
-within 7% (62.8 h and 587 h). The FlanT5 runs ran at a lower utilisation (bf16
+within 7% (62.7 h and 587 h). The FlanT5 runs ran at a lower utilisation (bf16
 encoder-decoder); for them the default under-estimates the hours by 1.5-1.6x - pass
 ``mfu=0.28`` there. Treat every estimate as a +-50% figure.
 """
