@@ -48,8 +48,12 @@ def test_each_arm_starts_where_it_should(zoo, tmp_path):
         assert torch.equal(model.vision_model.embeddings.patch_embedding.weight,
                            source.vision_model.embeddings.patch_embedding.weight), name  # ViT always the source's
         queries = torch.randn(2, source.config.qformer_config.hidden_size)
-        is_fused = torch.allclose(model.language_projection(queries), converter(source.language_projection(queries)), atol=1e-5)
-        assert is_fused == (arm.projector == "fused"), name
+        out, fused = model.language_projection(queries), converter(source.language_projection(queries))
+        if arm.prompt_scale:  # the fused projector, rescaled as a whole
+            scale = (out.norm() / fused.norm()).detach()
+            assert abs(float(scale) - 1) > 1e-3 and torch.allclose(out, fused * scale, atol=1e-5), name
+        else:
+            assert torch.allclose(out, fused, atol=1e-5) == (arm.projector == "fused"), name
 
 
 def test_tiny_compare_end_to_end(zoo, tmp_path):
@@ -74,6 +78,9 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
     assert [p["epoch"] for p in saved["curves"]["tfs"]["1"]] == [0, 1, 2, 3]
     assert set(saved["orderings"]) == {"fused init beats random init after warm-up", "5x warm-up beats 1x",
                                        "TFS starts better than inheriting without warm-up"}
+    assert set(saved["speedup_by_arm"]) == {"vpgtrans", "inherit-no-warmup", "random-warmup", "warmup-1x"}
+    assert saved["speedup_by_arm"]["vpgtrans"]["caption"] == saved["speedup"]["caption"]["epoch"]
+    assert "| warmup-1x |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "curve-caption.png").stat().st_size > 1000
     assert "speed-up (epochs)" in (tmp_path / "results.md").read_text()
     # a rerun resumes from the saved curves instead of training again

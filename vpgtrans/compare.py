@@ -36,6 +36,7 @@ class Arm:
     vpg: str  # "inherit" (source Q-Former + queries) or "scratch"
     warmup_lr_mult: float | None  # None: no warm-up stage
     converter: str = "ridge"
+    prompt_scale: bool = False  # fused projector sized to the source's soft-prompt scale
 
 
 ARMS = {
@@ -47,6 +48,7 @@ ARMS = {
     "warmup-10x": Arm("fused", "inherit", 10.0),
     "random-warmup": Arm("random", "inherit", 5.0),
     "paper-converter": Arm("fused", "inherit", 5.0, converter="paper"),
+    "prompt-scale": Arm("fused", "inherit", 5.0, prompt_scale=True),
 }
 REFERENCE_ARMS = ("tfs", "vpgtrans")
 
@@ -94,8 +96,9 @@ def evaluate_point(model, processor, folder: str, limit: int | None) -> dict[str
 
 def arm_model(config: CompareConfig, arm: Arm, seed: int, converter: WordConverter | None):
     """The starting point of an arm: grafted model with fused or random projector, VPG inherited or fresh."""
+    records = load_caption_data(config.data).records if arm.prompt_scale else None
     model, processor, _ = initialise(config.src, config.dst, converter if arm.projector == "fused" else None,
-                                     config.training.precision, seed)
+                                     config.training.precision, seed, records)
     if arm.vpg == "scratch":
         reinitialise_vpg(model, seed)
     return model, processor
@@ -212,6 +215,11 @@ def run_compare(config: CompareConfig) -> dict:
                 for unit in ("epoch", "samples", "seconds")
             }
             for metric in METRICS
+        },
+        "speedup_by_arm": {  # every other arm against TFS, the same way (ablations, our own ideas)
+            name: {metric: summarise([speedup(curves["tfs"][s], curves[name][s], metric) for s in range(config.seeds)])
+                   for metric in METRICS}
+            for name in config.arms if name != "tfs"
         },
         "curves": {name: {str(s): [asdict(p) for p in c] for s, c in per_seed.items()} for name, per_seed in curves.items()},
         "orderings": orderings(curves),

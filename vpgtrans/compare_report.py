@@ -20,6 +20,11 @@ def write_table(results: dict, path: Path) -> None:
     lines = ["| metric | speed-up (epochs) | speed-up (samples) | speed-up (seconds) |", "|---|---|---|---|"]
     for metric, units in results["speedup"].items():
         lines.append(f"| {METRIC_NAMES.get(metric, metric)} | {_fmt(units['epoch'])} | {_fmt(units['samples'])} | {_fmt(units['seconds'])} |")
+    others = {arm: per_metric for arm, per_metric in results.get("speedup_by_arm", {}).items() if arm != "vpgtrans"}
+    if others:
+        lines += ["", "| arm against TFS | " + " | ".join(f"speed-up on {METRIC_NAMES.get(m, m)} (epochs)" for m in results["speedup"]) + " |",
+                  "|---|" + "---|" * len(results["speedup"])]
+        lines += [f"| {arm} | " + " | ".join(_fmt(per_metric[m]) for m in results["speedup"]) + " |" for arm, per_metric in others.items()]
     lines += ["", "| arm | metric | after epoch 1 | best | final |", "|---|---|---|---|---|"]
     for arm, per_seed in results["curves"].items():
         for metric in results["speedup"]:

@@ -98,6 +98,7 @@ class GraftReport:
     embedding_rows_after: int
     projector_init: str
     notes: list[str] = field(default_factory=list)
+    prompt_scale: float | None = None  # factor applied by prompt_scale.match_prompt_scale
 
 
 def add_image_token(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:

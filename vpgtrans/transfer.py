@@ -21,9 +21,10 @@ from transformers import Blip2ForConditionalGeneration, Blip2Processor
 from .checkpointing import atomic_dir, write_text_atomic
 from .converter import ConverterFitConfig, WordConverter, fit_converter
 from .costs import cost_record, stage_flops
-from .data import CaptionCollator, CaptionData, CaptionDataset, load_caption_data
+from .data import CaptionCollator, CaptionData, CaptionDataset, CaptionRecord, load_caption_data
 from .errors import VPGTransError
 from .graft import GraftReport, check_blip2_ref, check_causal_lm_ref, graft, load_blip2, load_causal_lm
+from .prompt_scale import match_prompt_scale
 from .train import (
     FINETUNE_TRAINABLE,
     HALF_DTYPES,
@@ -213,12 +214,18 @@ def run_stage(
     return result
 
 
-def initialise(src: str, dst: str, converter: WordConverter | None, precision: str = "fp32", seed: int = 0) -> tuple[Blip2ForConditionalGeneration, Blip2Processor, GraftReport]:
-    """Load source BLIP-2 and destination LLM, graft them with the fused projector."""
+def initialise(
+    src: str, dst: str, converter: WordConverter | None, precision: str = "fp32", seed: int = 0,
+    prompt_scale_records: list[CaptionRecord] | None = None,
+) -> tuple[Blip2ForConditionalGeneration, Blip2Processor, GraftReport]:
+    """Load source BLIP-2 and destination LLM, graft them with the fused projector (sized to
+    the source's soft-prompt scale on `prompt_scale_records` when given)."""
     dtype = HALF_DTYPES[precision]
     source, source_processor = load_blip2(src, dtype)
     lm, tokenizer = load_causal_lm(dst, dtype)
     model, processor, report = graft(source, source_processor, lm, tokenizer, converter, seed)
+    if prompt_scale_records:
+        report.prompt_scale = match_prompt_scale(model, processor, source, source_processor.tokenizer, prompt_scale_records)
     return set_precision(model, precision), processor, report
 
 
