@@ -17,10 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import tempfile
 import time
 import tomllib
 from pathlib import Path
+
+# MKL picks kernels by memory alignment unless told not to, so two runs of the same recipe
+# can differ in the last bits; strict conditional reproducibility pins them (set before torch).
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 import numpy as np
 import torch
