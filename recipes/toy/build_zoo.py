@@ -23,9 +23,11 @@ import time
 import tomllib
 from pathlib import Path
 
-# MKL picks kernels by memory alignment unless told not to, so two runs of the same recipe
-# can differ in the last bits; strict conditional reproducibility pins them (set before torch).
+# MKL picks kernels by memory alignment and thread counts by load unless told not to, so two
+# runs of the same recipe can differ in the last bits; strict conditional reproducibility and
+# a fixed thread count pin them (set before torch loads MKL).
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
 import numpy as np
 import torch
