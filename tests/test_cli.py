@@ -29,6 +29,12 @@ def _copy_data(zoo, tmp_path):
     return folder / "captions.jsonl"
 
 
+def test_transfer_with_prompt_scale_records_the_factor(zoo, tmp_path):
+    assert _transfer(zoo, tmp_path / "run", "--prompt-scale") == 0
+    graft = json.loads((tmp_path / "run" / "run.json").read_text())["graft"]
+    assert graft["projector_init"] == "fused" and graft["prompt_scale"] > 0 and graft["prompt_scale"] != 1.0
+
+
 def test_transfer_then_caption(zoo, tmp_path, capsys):
     assert _transfer(zoo, tmp_path / "run") == 0
     out = capsys.readouterr().out

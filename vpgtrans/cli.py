@@ -92,6 +92,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     config = TransferConfig(
         src=src, dst=dst, data=data, out=str(out), training=_training_config(args, recipe),
         converter=args.converter or recipe.get("converter", "ridge"), skip_bad_samples=args.skip_bad_samples,
+        prompt_scale=args.prompt_scale or recipe.get("prompt_scale", False),
         eval=eval_dir, eval_limit=args.eval_limit or recipe.get("eval_limit"),
     )
     model_dir = run_transfer(config, resume=args.resume, overwrite=args.overwrite)
@@ -262,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-limit", type=int, help="score at most this many captions and questions")
     p.add_argument("--out", help="run folder (default: runs/SRC-to-DST)")
     p.add_argument("--converter", choices=["ridge", "paper"], help="converter fit (default: closed-form ridge)")
+    p.add_argument("--prompt-scale", action="store_true",
+                   help="rescale the fused projector to the source's soft-prompt / word-embedding ratio (docs/benchmarks.md)")
     _training_args(p, ("--stage1-steps", "--stage2-steps"))
     p.set_defaults(func=cmd_transfer)
 

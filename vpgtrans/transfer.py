@@ -68,6 +68,7 @@ class TransferConfig:
     out: str
     training: TrainingConfig = field(default_factory=TrainingConfig)
     converter: str = "ridge"
+    prompt_scale: bool = False  # size the fused prompt to the source's scale (prompt_scale.py)
     skip_bad_samples: bool = False
     eval: str | None = None  # held-out miniature-world folder scored after training
     eval_limit: int | None = None  # at most this many captions and questions
@@ -248,7 +249,8 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
             config.src, config.dst, data.captions(), ConverterFitConfig(method=config.converter, seed=training.seed)
         )
         converter.save(converter_path)
-    model, processor, graft_report = initialise(config.src, config.dst, converter, training.precision, training.seed)
+    model, processor, graft_report = initialise(config.src, config.dst, converter, training.precision, training.seed,
+                                                data.records if config.prompt_scale else None)
     run.save(converter=asdict(converter.report) if converter.report else None, graft=asdict(graft_report),
              data={"path": str(data.path), "samples": len(data.records), "skipped": data.skipped})
 
