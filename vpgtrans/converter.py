@@ -98,12 +98,15 @@ def weighted_cosine(pred: torch.Tensor, target: torch.Tensor, weights: torch.Ten
 def fit_ridge(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, ridge: float = 1e-3) -> WordConverter:
     """Weighted least squares with an intercept, ridge scaled to the data (float64 normal equations)."""
     w = (weights / weights.sum()).to(torch.float64)[:, None]
-    x64, y64 = x.to(torch.float64), y.to(torch.float64)
-    mean_x, mean_y = (w * x64).sum(0), (w * y64).sum(0)
-    xc, yc = x64 - mean_x, y64 - mean_y
-    gram = xc.T @ (w * xc)
+    xc, yc = x.to(torch.float64), y.to(torch.float64)
+    mean_x, mean_y = w.T @ xc, w.T @ yc
+    xc -= mean_x  # in place: at 7B sizes each float64 copy of y is 0.5 GB
+    yc -= mean_y
+    xw = xc * w
+    gram = xw.T @ xc
     lam = ridge * gram.diagonal().mean().clamp_min(1e-12)
-    coef = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=torch.float64), xc.T @ (w * yc))
+    coef = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=torch.float64), xw.T @ yc)
+    mean_x, mean_y = mean_x[0], mean_y[0]
     weight = coef.T
     return WordConverter(weight=weight.float(), bias=(mean_y - weight @ mean_x).float())
 
@@ -214,7 +217,7 @@ def fit_converter(
         dtype=torch.float64,
     )
     heldout = _heldout_mask(len(alignment), config.seed)
-    x, y = xs[src_ids], ys[dst_ids]
+    x, y = xs[src_ids].float(), ys[dst_ids].float()
     report_fields = dict(
         src_dim=xs.shape[1], dst_dim=ys.shape[1], aligned_pairs=len(alignment), pairs_by_role=alignment.by_role,
         pairs_single_byte=alignment.single_bytes,
@@ -234,7 +237,7 @@ def fit_converter(
         ps, pd, batches, used = position_pairs(src_tok, dst_tok, captions, config.paper_batch_captions, rows)
         if not batches:
             raise VPGTransError(f"{src} -> {dst}: no caption tokenises to the same length with both tokenizers")
-        final = fit_cosine_sgd(xs[ps], ys[pd], batches, epochs, config.paper_lr, config.seed)
+        final = fit_cosine_sgd(xs[ps].float(), ys[pd].float(), batches, epochs, config.paper_lr, config.seed)
         probe, fit_pairs = final, len(ps)
     else:
         raise VPGTransError(f"converter method {config.method!r} is not one of: ridge, paper")

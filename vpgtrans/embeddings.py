@@ -77,7 +77,7 @@ def _find_key(keys: dict[str, Path], names: list[str], prefix: str, ref: str) ->
 
 def _read_tensor(keys: dict[str, Path], key: str) -> torch.Tensor:
     with safe_open(keys[key], "pt") as f:
-        return f.get_tensor(key).float()
+        return f.get_tensor(key)  # stored dtype: a 7B model's fp16 table is 0.26 GB, not 0.52
 
 
 def read_input_embeddings(ref: str) -> EmbeddingTable:
@@ -95,5 +95,5 @@ def read_input_embeddings(ref: str) -> EmbeddingTable:
     project_in = getattr(getattr(getattr(model, "model", None), "decoder", None), "project_in", None)
     if project_in is not None:
         proj_key = _find_key(keys, _parameter_names(model, project_in.weight), prefix, ref)
-        weight = weight @ _read_tensor(keys, proj_key).T
+        weight = weight.float() @ _read_tensor(keys, proj_key).float().T
     return EmbeddingTable(weight=weight, origin=f"{keys[key]}:{key}")

@@ -66,6 +66,12 @@ def generate(
     if model.config.use_decoder_only_language_model:  # the output repeats the prompt; encoder-decoders' does not
         output = output[:, batch["input_ids"].shape[1] :]
     texts = processor.tokenizer.batch_decode(output, skip_special_tokens=True)
-    if settings.stop_at_newline:
-        texts = [t.split("\n")[0] for t in texts]
+    if settings.stop_at_newline:  # any line break ends the text: \r, \x0b, \x1c, \u2028 as well as \n
+        texts = [first_line(t) for t in texts]
     return [t.strip() for t in texts]
+
+
+def first_line(text: str) -> str:
+    """The text up to its first line break of any kind (str.splitlines' definition)."""
+    lines = text.splitlines()
+    return lines[0] if lines else ""
