@@ -118,6 +118,17 @@ def test_fused_projection_equals_converter_after_source_projector():
     assert torch.allclose(queries @ w.T + b, expected, atol=1e-4)
 
 
+def test_fit_ridge_recovers_affine_map_and_leaves_inputs_alone():
+    x = torch.randn(200, 8, dtype=torch.float64) + 3.0  # float64: the fit's own dtype, so no implicit copy
+    weight, bias = torch.randn(12, 8, dtype=torch.float64), torch.randn(12, dtype=torch.float64)
+    y = x @ weight.T + bias
+    x_before, y_before = x.clone(), y.clone()
+    converter = fit_ridge(x, y, torch.ones(200), ridge=1e-9)
+    assert torch.equal(x, x_before) and torch.equal(y, y_before)
+    assert torch.allclose(converter.weight, weight.float(), atol=1e-3)
+    assert torch.allclose(converter.bias, bias.float(), atol=1e-3)
+
+
 def test_converter_save_load_round_trip(tmp_path):
     x = torch.randn(100, 8)
     converter = fit_ridge(x, x @ torch.randn(8, 12), torch.ones(100))

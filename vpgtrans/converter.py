@@ -98,15 +98,15 @@ def weighted_cosine(pred: torch.Tensor, target: torch.Tensor, weights: torch.Ten
 def fit_ridge(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, ridge: float = 1e-3) -> WordConverter:
     """Weighted least squares with an intercept, ridge scaled to the data (float64 normal equations)."""
     w = (weights / weights.sum()).to(torch.float64)[:, None]
-    xc, yc = x.to(torch.float64), y.to(torch.float64)
-    mean_x, mean_y = w.T @ xc, w.T @ yc
-    xc -= mean_x  # in place: at 7B sizes each float64 copy of y is 0.5 GB
+    # own float64 copies, centred in place: at 7B sizes each float64 copy of y is 0.5 GB
+    xc, yc = x.to(torch.float64, copy=True), y.to(torch.float64, copy=True)
+    mean_x, mean_y = (w.T @ xc)[0], (w.T @ yc)[0]
+    xc -= mean_x
     yc -= mean_y
     xw = xc * w
     gram = xw.T @ xc
     lam = ridge * gram.diagonal().mean().clamp_min(1e-12)
     coef = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=torch.float64), xw.T @ yc)
-    mean_x, mean_y = mean_x[0], mean_y[0]
     weight = coef.T
     return WordConverter(weight=weight.float(), bias=(mean_y - weight @ mean_x).float())
 
