@@ -62,7 +62,8 @@ def test_source_blip2_captions_held_out_scenes(heldout):
     assert model.config.text_config.model_type == "opt"
     assert model.config.vision_config.initializer_range == 0.02
     caption = world_caption_accuracy(model, processor, heldout)
-    assert caption.score > 0.30, caption.predictions[:3]  # measured: 0.41
+    # measured: 0.45; the source without the Q-Former's first stage (commit 204fd00): 0.41
+    assert caption.score > 0.42, caption.predictions[:3]
     vqa = world_vqa_accuracy(model, processor, heldout)
     assert vqa.score > 0.12, vqa.predictions[:3]  # measured: 0.21
 

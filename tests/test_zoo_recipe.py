@@ -1,9 +1,12 @@
-"""The zoo recipe rebuilds deterministically: same config and seed, same weights."""
+"""The zoo recipe rebuilds deterministically: same config and seed, same weights; a
+VPG-only rebuild keeps the LMs."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 from safetensors.torch import load_file
 
@@ -46,6 +49,11 @@ steps = 3
 batch_size = 8
 lr = 1e-3
 train_images = 40
+[qformer_pretraining]
+steps = 3
+batch_size = 8
+lr = 1e-3
+train_images = 40
 [source_blip2]
 lm = "toy-opt-s"
 qformer_hidden = 16
@@ -62,12 +70,18 @@ seed = 1
 """
 
 
+SCRIPT = project_root() / "recipes" / "toy" / "build_zoo.py"
+
+
+def build(config: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--config", str(config), "--out", str(out), *flags],
+                          capture_output=True, text=True)
+
+
 def test_micro_zoo_rebuilds_bit_identically(tmp_path):
     (tmp_path / "micro.toml").write_text(MICRO)
-    script = project_root() / "recipes" / "toy" / "build_zoo.py"
     for out in ("a", "b"):
-        done = subprocess.run([sys.executable, str(script), "--config", str(tmp_path / "micro.toml"), "--out", str(tmp_path / out)],
-                              capture_output=True, text=True)
+        done = build(tmp_path / "micro.toml", tmp_path / out)
         assert done.returncode == 0, done.stderr[-2000:]
     for name in ("toy-opt-s", "toy-llama", "toy-blip2-opt-s"):
         a = load_file(tmp_path / "a" / name / "model.safetensors")
@@ -75,3 +89,29 @@ def test_micro_zoo_rebuilds_bit_identically(tmp_path):
         assert a.keys() == b.keys()
         assert all((a[k] == b[k]).all() for k in a), name
         assert (tmp_path / "a" / name / "tokenizer.json").read_text() == (tmp_path / "b" / name / "tokenizer.json").read_text()
+    report = json.loads((tmp_path / "a" / "zoo.json").read_text())["models"]
+    assert 0.0 <= report["qformer"]["attribute_accuracy"] <= 1.0  # the Q-Former's first stage ran and was scored
+
+
+def test_reuse_lms_keeps_the_language_models_and_rebuilds_the_vpg(tmp_path):
+    (tmp_path / "micro.toml").write_text(MICRO)
+    assert build(tmp_path / "micro.toml", tmp_path / "zoo").returncode == 0
+    lm_before = (tmp_path / "zoo" / "toy-opt-s" / "model.safetensors").stat().st_mtime_ns
+    report = json.loads((tmp_path / "zoo" / "zoo.json").read_text())
+    report["models"]["toy-opt-s"]["marker"] = "from the first build"
+    (tmp_path / "zoo" / "zoo.json").write_text(json.dumps(report))
+    (tmp_path / "zoo" / "toy-blip2-opt-s" / "model.safetensors").unlink()
+
+    done = build(tmp_path / "micro.toml", tmp_path / "zoo", "--reuse-lms")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "toy-opt-s: reused" in done.stdout
+    assert (tmp_path / "zoo" / "toy-opt-s" / "model.safetensors").stat().st_mtime_ns == lm_before
+    assert json.loads((tmp_path / "zoo" / "zoo.json").read_text())["models"]["toy-opt-s"]["marker"] == "from the first build"
+    assert (tmp_path / "zoo" / "toy-blip2-opt-s" / "model.safetensors").exists()
+
+
+def test_reuse_lms_without_a_built_zoo_says_so(tmp_path):
+    (tmp_path / "micro.toml").write_text(MICRO)
+    done = build(tmp_path / "micro.toml", tmp_path / "empty", "--reuse-lms")
+    assert done.returncode != 0
+    assert "zoo.json not found" in done.stderr and "build the whole zoo" in done.stderr

@@ -7,8 +7,9 @@
 2. toy LLMs (toy-opt-s, toy-opt-l, toy-llama) pretrained on text that rewards reading the
    context (a description then its copy, or questions answered from it);
 3. a ViT pretrained on attribute classification, then frozen, as BLIP-2's is;
-4. toy-blip2-opt-s: Q-Former + projector trained on the frozen ViT and frozen toy-opt-s,
-   with the same stage trainer `vpgtrans transfer` uses;
+4. toy-blip2-opt-s: BLIP-2's two stages in miniature on the frozen ViT: the Q-Former learns
+   to read every grid cell (representation learning), then Q-Former + projector learn to
+   caption through the frozen toy-opt-s with the same stage trainer `vpgtrans transfer` uses;
 5. quality report (held-out perplexity; caption and VQA accuracy) in OUT/zoo.json.
 """
 
@@ -115,56 +116,102 @@ def cell_of_patches(image_size: int, patch_size: int) -> torch.Tensor:
     return (band[:, None] * 3 + band[None, :]).flatten()
 
 
-def pretrain_vit(cfg: dict, image_size: int, wcfg: world.WorldConfig, processor, seed: int) -> tuple[Blip2VisionModel, float]:
-    """Attribute classification per grid cell from the patch tokens inside it (what the
-    Q-Former will read), then frozen; returns the ViT and held-out attribute accuracy."""
-    size = tiny.VPGSize(image_size=image_size, patch_size=cfg["patch_size"], vision_hidden=cfg["hidden_size"],
-                        vision_layers=cfg["num_layers"], num_heads=cfg["num_heads"])
-    vision_config = tiny.vision_config(size)
-    torch.manual_seed(seed)
-    vit = Blip2VisionModel(vision_config)
-    classes = [len(wcfg.colours) + 1, len(wcfg.shapes) + 1, len(world.SIZES) + 1]
-    head = torch.nn.Linear(vision_config.hidden_size, sum(classes))
-    cells = cell_of_patches(image_size, cfg["patch_size"])
-    pool = torch.stack([(cells == c).float() / (cells == c).sum() for c in range(len(world.POSITIONS))])  # [9, patches]
+def cell_attribute_data(n: int, wcfg: world.WorldConfig, processor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n + 500 rendered scenes (the last 500 held out): pixels and per-cell targets [N, 9, 3]."""
     rng = np.random.default_rng(seed)
-    scenes = [world.generate_scene(rng, wcfg) for _ in range(cfg["train_images"] + 500)]
+    scenes = [world.generate_scene(rng, wcfg) for _ in range(n + 500)]
     pixels = processor([world.render(s, wcfg) for s in scenes], return_tensors="pt")["pixel_values"]
     targets = torch.tensor([attribute_targets(s, wcfg) for s in scenes]).view(len(scenes), len(world.POSITIONS), 3)
-    train_px, train_t, test_px, test_t = pixels[:-500], targets[:-500], pixels[-500:], targets[-500:]
+    return pixels, targets
 
-    def logits(px):
-        patches = vit.post_layernorm(vit(pixel_values=px).last_hidden_state[:, 1:])
-        return head(pool @ patches).split(classes, dim=-1)  # per cell: colour, shape, size
 
-    params = list(vit.parameters()) + list(head.parameters())
+def fit_cell_attributes(logits, modules: list[torch.nn.Module], extra: list[torch.Tensor], inputs: torch.Tensor,
+                        targets: torch.Tensor, cfg: dict, seed: int) -> float:
+    """Train `modules` (+ `extra` tensors) so that `logits(inputs)` names every grid cell's colour,
+    shape and size (AdamW, linear warm-up, cosine decay); returns held-out accuracy over the
+    attributes of real objects (the last 500 rows)."""
+    train_x, train_t, test_x, test_t = inputs[:-500], targets[:-500], inputs[-500:], targets[-500:]
+    params = [p for m in modules for p in m.parameters()] + extra
     optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / cfg["steps"])))
     generator = torch.Generator().manual_seed(seed)
-    vit.train()
+    for m in modules:
+        m.train()
     for _ in range(cfg["steps"]):
-        rows = torch.randint(len(train_px), (cfg["batch_size"],), generator=generator)
-        outputs = logits(train_px[rows])
+        rows = torch.randint(len(train_x), (cfg["batch_size"],), generator=generator)
+        outputs = logits(train_x[rows])
         loss = sum(torch.nn.functional.cross_entropy(o.flatten(0, 1), train_t[rows, :, i].flatten()) for i, o in enumerate(outputs))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
-    vit.eval()
+    for m in modules:
+        m.eval()
     with torch.no_grad():
-        predictions = torch.stack([o.argmax(-1) for o in logits(test_px)], dim=-1)  # [N, 9, 3]
-    occupied = test_t[:, :, 0] > 0  # accuracy over the attributes of real objects
-    accuracy = float((predictions == test_t)[occupied].float().mean())
-    return vit, accuracy
+        predictions = torch.stack([o.argmax(-1) for o in logits(test_x)], dim=-1)  # [N, 9, 3]
+    occupied = test_t[:, :, 0] > 0
+    return float((predictions == test_t)[occupied].float().mean())
+
+
+def attribute_classes(wcfg: world.WorldConfig) -> list[int]:
+    """Classes per attribute (colour, shape, size), 0 meaning an empty cell."""
+    return [len(wcfg.colours) + 1, len(wcfg.shapes) + 1, len(world.SIZES) + 1]
+
+
+def pretrain_vit(cfg: dict, image_size: int, wcfg: world.WorldConfig, processor, seed: int) -> tuple[Blip2VisionModel, float]:
+    """Attribute classification per grid cell from the patch tokens inside it, by fixed
+    pooling: features that describe each patch but need not say where it is. Then frozen."""
+    size = tiny.VPGSize(image_size=image_size, patch_size=cfg["patch_size"], vision_hidden=cfg["hidden_size"],
+                        vision_layers=cfg["num_layers"], num_heads=cfg["num_heads"])
+    vision_config = tiny.vision_config(size)
+    torch.manual_seed(seed)
+    vit = Blip2VisionModel(vision_config)
+    classes = attribute_classes(wcfg)
+    head = torch.nn.Linear(vision_config.hidden_size, sum(classes))
+    cells = cell_of_patches(image_size, cfg["patch_size"])
+    pool = torch.stack([(cells == c).float() / (cells == c).sum() for c in range(len(world.POSITIONS))])  # [9, patches]
+    pixels, targets = cell_attribute_data(cfg["train_images"], wcfg, processor, seed)
+
+    def logits(px):
+        patches = vit.post_layernorm(vit(pixel_values=px).last_hidden_state[:, 1:])
+        return head(pool @ patches).split(classes, dim=-1)  # per cell: colour, shape, size
+
+    return vit, fit_cell_attributes(logits, [vit, head], [], pixels, targets, cfg, seed)
+
+
+def pretrain_qformer(blip2, cfg: dict, wcfg: world.WorldConfig, processor, seed: int) -> float:
+    """BLIP-2's first stage in miniature: on the frozen ViT, the Q-Former and its queries learn
+    to name every grid cell's attributes from the query outputs alone. Thousands of steps
+    (the part of a VPG that is expensive to learn, and what a transfer inherits); the
+    generative stage then starts from it. Returns held-out attribute accuracy."""
+    pixels, targets = cell_attribute_data(cfg["train_images"], wcfg, processor, seed)
+    with torch.no_grad():  # the ViT is frozen: its features are computed once
+        features = torch.cat([blip2.vision_model(pixel_values=px).last_hidden_state for px in pixels.split(500)])
+    classes = attribute_classes(wcfg)
+    cells = len(world.POSITIONS)
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(blip2.config.num_query_tokens * blip2.config.qformer_config.hidden_size, cells * sum(classes))
+
+    def logits(feats):
+        queries = blip2.query_tokens.expand(len(feats), -1, -1)
+        out = blip2.qformer(query_embeds=queries, encoder_hidden_states=feats).last_hidden_state
+        return head(out.flatten(1)).view(len(feats), cells, sum(classes)).split(classes, dim=-1)
+
+    return fit_cell_attributes(logits, [blip2.qformer, head], [blip2.query_tokens], features, targets, cfg, seed)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(HERE / "zoo.toml"))
     parser.add_argument("--out", default=str(HERE.parents[1] / "checkpoints"))
+    parser.add_argument("--reuse-lms", action="store_true",
+                        help="keep the toy LLMs already in OUT (and their zoo.json entries) instead of pretraining "
+                             "them again: for recipe changes that touch only the VPG")
     args = parser.parse_args()
     cfg = tomllib.loads(Path(args.config).read_text())
     out = Path(args.out)
+    if args.reuse_lms and not (out / "zoo.json").exists():
+        parser.error(f"--reuse-lms: {out / 'zoo.json'} not found; build the whole zoo there first")
     out.mkdir(parents=True, exist_ok=True)
     seed, image_size = cfg["seed"], cfg["image_size"]
     wcfg = world.WorldConfig(image_size=image_size, **cfg["world"])
@@ -183,7 +230,12 @@ def main() -> None:
     pre = cfg["lm_pretraining"]
     texts = world.pretraining_texts(pre["texts"] + pre["heldout_texts"], seed + 1, wcfg)
     train_texts, heldout_texts = texts[: pre["texts"]], texts[pre["texts"] :]
+    previous = json.loads((out / "zoo.json").read_text())["models"] if args.reuse_lms else {}
     for name, spec in cfg["lms"].items():
+        if name in previous and (out / name / "config.json").exists():
+            report["models"][name] = previous[name]
+            print(f"{name}: reused from {out / name}", flush=True)
+            continue
         started = time.perf_counter()
         tokenizer = tokenizers[spec["family"]]
         size = tiny.LMSize(hidden_size=spec["hidden_size"], num_layers=spec["num_layers"], num_heads=spec["num_heads"])
@@ -217,6 +269,10 @@ def main() -> None:
                          num_heads=spec["num_heads"], num_query_tokens=spec["num_query_tokens"])
     blip2, blip2_processor = tiny.blip2_with_language_model(lm, tokenizer, vsize, seed)
     blip2.vision_model.load_state_dict(vit.state_dict())
+    qformer_accuracy = pretrain_qformer(blip2, cfg["qformer_pretraining"], wcfg, blip2_processor.image_processor, seed + 3)
+    report["models"]["qformer"] = {"attribute_accuracy": qformer_accuracy, "seconds": time.perf_counter() - started}
+    print(f"Q-Former attribute accuracy {qformer_accuracy:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         train_file = world.write_dataset(Path(tmp) / "train", spec["train_images"], seed + 2, wcfg)
         heldout = Path(tmp) / "heldout"
