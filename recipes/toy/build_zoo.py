@@ -52,6 +52,11 @@ def lm_batches(tokenizer, texts: list[str], max_tokens: int) -> torch.Tensor:
     return ids
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The zoo's one schedule: a 100-step linear ramp times a cosine decay over all steps."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+
+
 def lm_loss(model, ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     mask = ids != -100
     return model(input_ids=torch.where(mask, ids, pad_id), attention_mask=mask.long(), labels=ids).loss
@@ -63,7 +68,7 @@ def pretrain_lm(model, tokenizer, texts: list[str], steps: int, cfg: dict, seed:
     ids = lm_batches(tokenizer, texts, cfg["max_tokens"])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    schedule = warmup_cosine(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
     losses = []
     model.train()
@@ -133,7 +138,7 @@ def fit_cell_attributes(logits, modules: list[torch.nn.Module], extra: list[torc
     train_x, train_t, test_x, test_t = inputs[:-500], targets[:-500], inputs[-500:], targets[-500:]
     params = [p for m in modules for p in m.parameters()] + extra
     optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / cfg["steps"])))
+    schedule = warmup_cosine(optimizer, cfg["steps"])
     generator = torch.Generator().manual_seed(seed)
     for m in modules:
         m.train()
@@ -185,6 +190,7 @@ def pretrain_qformer(blip2, cfg: dict, wcfg: world.WorldConfig, processor, seed:
     (the part of a VPG that is expensive to learn, and what a transfer inherits); the
     generative stage then starts from it. Returns held-out attribute accuracy."""
     pixels, targets = cell_attribute_data(cfg["train_images"], wcfg, processor, seed)
+    blip2.vision_model.eval()
     with torch.no_grad():  # the ViT is frozen: its features are computed once
         features = torch.cat([blip2.vision_model(pixel_values=px).last_hidden_state for px in pixels.split(500)])
     classes = attribute_classes(wcfg)
