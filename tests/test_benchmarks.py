@@ -18,7 +18,9 @@ from vpgtrans.benchmarks import (
     read_predictions,
     score,
 )
-from vpgtrans.metrics import cider_d, ptb_tokenize
+from vpgtrans.errors import VPGTransError
+from vpgtrans.metrics import cider_d
+from vpgtrans.ptb import ptb_tokenize
 
 
 def _write_json(path: Path, data: object) -> Path:
@@ -230,7 +232,7 @@ def test_require_complete_and_unknown_task(vqa_files: tuple[Path, Path], tmp_pat
     preds = _write_jsonl(tmp_path / "p.jsonl", [{"question_id": 1, "answer": "2"}])
     with pytest.raises(BenchmarkFormatError, match="2 of 3 annotated ids have no prediction"):
         score("vqav2", preds, vqa_files[1], require_complete=True)
-    with pytest.raises(ValueError, match="unknown task"):
+    with pytest.raises(VPGTransError, match="unknown task"):
         score("vizwiz", preds, vqa_files[1])
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")

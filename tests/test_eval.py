@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from vpgtrans.cli import main
-from vpgtrans.zeroshot import EvalConfig, task_config
+from vpgtrans.errors import VPGTransError
+from vpgtrans.zeroshot import EvalConfig, load_samples, task_config
 
 FAST = ["--num-beams", "1", "--batch-size", "2"]
 COCO_IDS = (391895, 522418, 184613)
@@ -54,6 +55,15 @@ def test_protocol_per_task():
     assert task_config(EvalConfig("m", "gqa", "d", "o"), encoder_decoder=True).prompt == "Question: {} Short answer:"
     custom = task_config(EvalConfig("m", "okvqa", "d", "o", prompt="Q: {} A:", num_beams=2), encoder_decoder=True)
     assert custom.prompt == "Q: {} A:" and custom.generation.num_beams == 2
+
+
+def test_missing_images_or_answers_file_named(tmp_path):
+    with pytest.raises(VPGTransError, match="--images is required for coco-caption"):
+        load_samples(EvalConfig("m", "coco-caption", str(tmp_path / "dataset_coco.json"), "o"))
+    with pytest.raises(VPGTransError, match="--annotations is required for okvqa"):
+        load_samples(EvalConfig("m", "okvqa", "questions.json", "o", images=str(tmp_path)))
+    with pytest.raises(VPGTransError, match="unknown task 'vizwiz'"):
+        load_samples(EvalConfig("m", "vizwiz", "d", "o"))
 
 
 def test_eval_coco_caption(zoo, coco, tmp_path, capsys):

@@ -13,12 +13,11 @@ from vpgtrans.metrics import (
     gqa_accuracy,
     okvqa_accuracy,
     okvqa_normalize,
-    ptb_tokenize,
-    ptb_tokenize_sentence,
     vqa_accuracy,
     vqa_normalize,
     vqa_process_punctuation,
 )
+from vpgtrans.ptb import ptb_tokenize, ptb_tokenize_sentence
 
 # --------------------------------------------------------------------------- fixtures
 

@@ -19,6 +19,7 @@ Predictions are JSON lines: ``{"image_id", "caption"}`` for the caption tasks an
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,9 @@ import numpy as np
 from . import world
 from .errors import VPGTransError
 from .jsonl import iter_jsonl
-from .metrics import cider_d, gqa_accuracy, okvqa_accuracy, ptb_tokenize, vqa_accuracy
+from .metrics import cider_d, gqa_accuracy, okvqa_accuracy, vqa_accuracy
+from .ptb import ptb_tokenize
 
-CAPTION_TASKS = ("coco-caption", "nocaps", "toy-caption")
-VQA_TASKS = ("vqav2", "okvqa", "gqa", "toy-vqa")
-TASKS = CAPTION_TASKS + VQA_TASKS
 COCO_VAL2014_IMAGE = "COCO_val2014_{image_id:012d}.jpg"
 
 PathLike = str | Path
@@ -237,11 +236,48 @@ def load_world_vqa(folder: PathLike) -> list[VQASample]:
     return samples
 
 
+
+# --------------------------------------------------------------------------- tasks
+
+@dataclass(frozen=True)
+class Task:
+    """A benchmark: how to read its samples, where its references live, how an answer scores."""
+
+    name: str
+    read: Callable[[PathLike, PathLike, PathLike | None, str], list]  # (data, images, answers file, split)
+    answer_accuracy: Callable[[str, Any], float] | None = None  # VQA tasks; None: captioning, CIDEr-D
+    answers_apart: bool = False  # VQAv2 / OK-VQA keep the answers in a file of their own
+    own_images: bool = False  # a miniature-world folder holds its images
+
+    @property
+    def is_caption(self) -> bool:
+        return self.answer_accuracy is None
+
+
+TASKS: dict[str, Task] = {task.name: task for task in (
+    Task("coco-caption", lambda data, images, answers, split: load_coco_karpathy(data, images, split)),
+    Task("nocaps", lambda data, images, answers, split: load_nocaps(data, images)),
+    Task("toy-caption", lambda data, images, answers, split: load_world_captions(data), own_images=True),
+    Task("vqav2", lambda data, images, answers, split: load_vqa(data, answers, images), vqa_accuracy, answers_apart=True),
+    Task("okvqa", lambda data, images, answers, split: load_vqa(data, answers, images), okvqa_accuracy,
+         answers_apart=True),
+    Task("gqa", lambda data, images, answers, split: load_gqa(data, images), gqa_accuracy),
+    Task("toy-vqa", lambda data, images, answers, split: load_world_vqa(data), gqa_accuracy, own_images=True),
+)}
+CAPTION_TASKS = tuple(name for name, task in TASKS.items() if task.is_caption)
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise VPGTransError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    return TASKS[name]
+
+
 # --------------------------------------------------------------------------- scoring
 
 def read_predictions(path: PathLike, task: str) -> dict[str, str]:
     """Read a predictions JSONL file: ``{id (as str): caption or answer}``."""
-    id_key, text_key = ("image_id", "caption") if task in CAPTION_TASKS else ("question_id", "answer")
+    id_key, text_key = ("image_id", "caption") if get_task(task).is_caption else ("question_id", "answer")
     out: dict[str, str] = {}
     try:
         for lineno, record in iter_jsonl(path):
@@ -264,19 +300,14 @@ def read_predictions(path: PathLike, task: str) -> dict[str, str]:
     return out
 
 
-def _references(task: str, annotations_path: PathLike, split: str) -> dict[str, Any]:
+def _references(task: Task, annotations_path: PathLike, split: str) -> dict[str, Any]:
     """``{id (as str): references}`` from a benchmark's annotation file."""
-    if task == "coco-caption":
-        return {str(s.image_id): s for s in load_coco_karpathy(annotations_path, "", split)}
-    if task == "nocaps":
-        return {str(s.image_id): s for s in load_nocaps(annotations_path, "")}
-    if task == "gqa":
-        return {str(s.question_id): s.answers[0] for s in load_gqa(annotations_path, "")}
-    if task == "toy-caption":
-        return {str(s.image_id): s for s in load_world_captions(annotations_path)}
-    if task == "toy-vqa":
-        return {str(s.question_id): s.answers[0] for s in load_world_vqa(annotations_path)}
-    return _vqa_answers(annotations_path)
+    if task.answers_apart:
+        return _vqa_answers(annotations_path)
+    samples = task.read(annotations_path, "", None, split)
+    if task.is_caption:
+        return {str(s.image_id): s for s in samples}
+    return {str(s.question_id): s.answers[0] for s in samples}
 
 
 def score(
@@ -298,13 +329,12 @@ def score(
     the Karpathy split for coco-caption. Returns ``{"task", "metric", "score", "n",
     "n_annotated"}`` (+ ``"domains"``, ``"attribute_accuracy"``, + ``"per_sample"`` when asked).
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    spec = get_task(task)
     preds = read_predictions(predictions_path, task)
-    refs = _references(task, annotations_path, split)
+    refs = _references(spec, annotations_path, split)
     for key in preds:
         if key not in refs:
-            what = "image_id" if task in CAPTION_TASKS else "question_id"
+            what = "image_id" if spec.is_caption else "question_id"
             where = f" (split {split!r})" if task == "coco-caption" else ""
             raise BenchmarkFormatError(
                 f"{predictions_path}: {what} {key} has no annotation in {annotations_path}{where}")
@@ -314,7 +344,7 @@ def score(
             f"{predictions_path}: {len(refs) - len(preds)} of {len(refs)} annotated ids have no "
             f"prediction (e.g. {missing})")
     result: dict[str, Any] = {"task": task, "n": len(preds), "n_annotated": len(refs)}
-    if task in CAPTION_TASKS:
+    if spec.is_caption:
         result["metric"] = "CIDEr"
         result["score"], scores = _cider(preds, {k: refs[k].references for k in preds})
         domains = sorted({refs[k].domain for k in preds if refs[k].domain})
@@ -328,9 +358,7 @@ def score(
             hits, totals = zip(*(world.caption_attribute_hits(preds[k], scenes[k]) for k in preds))
             result["attribute_accuracy"] = 100.0 * sum(hits) / max(sum(totals), 1)
     else:
-        accuracy = {"vqav2": vqa_accuracy, "okvqa": okvqa_accuracy,
-                    "gqa": gqa_accuracy, "toy-vqa": gqa_accuracy}[task]
-        scores = {k: 100.0 * accuracy(preds[k], refs[k]) for k in preds}
+        scores = {k: 100.0 * spec.answer_accuracy(preds[k], refs[k]) for k in preds}
         result["metric"] = "accuracy"
         result["score"] = float(np.mean(list(scores.values())))
     if per_sample:

@@ -22,12 +22,7 @@ from .benchmarks import (
     TASKS,
     CaptionSample,
     VQASample,
-    load_coco_karpathy,
-    load_gqa,
-    load_nocaps,
-    load_vqa,
-    load_world_captions,
-    load_world_vqa,
+    get_task,
     score,
 )
 from .checkpointing import write_text_atomic
@@ -87,20 +82,14 @@ def task_config(config: EvalConfig, encoder_decoder: bool) -> TaskConfig:
 
 def load_samples(config: EvalConfig) -> tuple[list[CaptionSample] | list[VQASample], str]:
     """The task's samples and the annotation file `score` checks predictions against."""
-    task, data = config.task, config.data
-    if task.startswith("toy-"):
-        return (load_world_captions(data) if task == "toy-caption" else load_world_vqa(data)), data
-    if config.images is None:
-        raise VPGTransError(f"--images is required for {task}: the folder holding the benchmark's images")
-    if task == "coco-caption":
-        return load_coco_karpathy(data, config.images, config.split), data
-    if task == "nocaps":
-        return load_nocaps(data, config.images), data
-    if task == "gqa":
-        return load_gqa(data, config.images), data
-    if config.annotations is None:
-        raise VPGTransError(f"--annotations is required for {task}: the answers file, e.g. v2_mscoco_val2014_annotations.json")
-    return load_vqa(data, config.annotations, config.images), config.annotations
+    task = get_task(config.task)
+    if config.images is None and not task.own_images:
+        raise VPGTransError(f"--images is required for {task.name}: the folder holding the benchmark's images")
+    if config.annotations is None and task.answers_apart:
+        raise VPGTransError(
+            f"--annotations is required for {task.name}: the answers file, e.g. v2_mscoco_val2014_annotations.json")
+    samples = task.read(config.data, config.images or "", config.annotations, config.split)
+    return samples, config.annotations if task.answers_apart else config.data
 
 
 def _sample_id(sample: CaptionSample | VQASample) -> str:
@@ -134,8 +123,6 @@ def run_eval(config: EvalConfig) -> dict:
     from .graft import load_blip2
     from .train import HALF_DTYPES
 
-    if config.task not in TASKS:
-        raise VPGTransError(f"unknown task {config.task!r}; choose from {', '.join(TASKS)}")
     samples, annotations = load_samples(config)
     samples = samples[: config.limit]
     missing = next((s for s in samples if not s.image_path.is_file()), None)
