@@ -2,8 +2,9 @@
 
 The word converter sets the direction of the fused projector's output in the destination's
 embedding space, but a converter fitted on a small or poorly related overlap also changes
-its size: in the miniature world the fused soft prompt for `toy-llama` is 5.1x the norm of
-its caption-word embeddings, where the source's own prompt is 2.6x the norm of the source's.
+its size: in the miniature world the fused soft prompt for `toy-llama`, measured against
+its caption-word embeddings, is about twice as large as the source's own prompt against the
+source's (the rescaling factor is 0.48; 1.06 for `toy-opt-l`).
 `match_prompt_scale` rescales the new projector so that this ratio is the source's, the
 scale the source LLM was trained to read. It needs a few training images and captions
 (one forward pass of the frozen VPG), no training.
