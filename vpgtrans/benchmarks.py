@@ -236,6 +236,12 @@ def load_world_vqa(folder: PathLike) -> list[VQASample]:
     return samples
 
 
+def world_attribute_accuracy(preds: dict[str, str], folder: PathLike) -> dict[str, float]:
+    """The world's caption attribute accuracy in percent, against each scene's ground truth."""
+    scenes = _world_scenes(folder)
+    hits, totals = zip(*(world.caption_attribute_hits(preds[k], scenes[k]) for k in preds))
+    return {"attribute_accuracy": 100.0 * sum(hits) / max(sum(totals), 1)}
+
 
 # --------------------------------------------------------------------------- tasks
 
@@ -248,6 +254,7 @@ class Task:
     answer_accuracy: Callable[[str, Any], float] | None = None  # VQA tasks; None: captioning, CIDEr-D
     answers_apart: bool = False  # VQAv2 / OK-VQA keep the answers in a file of their own
     own_images: bool = False  # a miniature-world folder holds its images
+    extra_scores: Callable[[dict[str, str], PathLike], dict[str, float]] | None = None  # (predictions, annotations)
 
     @property
     def is_caption(self) -> bool:
@@ -257,7 +264,8 @@ class Task:
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("coco-caption", lambda data, images, answers, split: load_coco_karpathy(data, images, split)),
     Task("nocaps", lambda data, images, answers, split: load_nocaps(data, images)),
-    Task("toy-caption", lambda data, images, answers, split: load_world_captions(data), own_images=True),
+    Task("toy-caption", lambda data, images, answers, split: load_world_captions(data), own_images=True,
+         extra_scores=world_attribute_accuracy),
     Task("vqav2", lambda data, images, answers, split: load_vqa(data, answers, images), vqa_accuracy, answers_apart=True),
     Task("okvqa", lambda data, images, answers, split: load_vqa(data, answers, images), okvqa_accuracy,
          answers_apart=True),
@@ -353,14 +361,12 @@ def score(
                 d: _cider({k: preds[k] for k in preds if refs[k].domain == d},
                           {k: refs[k].references for k in preds if refs[k].domain == d})[0]
                 for d in domains}
-        if task == "toy-caption":
-            scenes = _world_scenes(annotations_path)
-            hits, totals = zip(*(world.caption_attribute_hits(preds[k], scenes[k]) for k in preds))
-            result["attribute_accuracy"] = 100.0 * sum(hits) / max(sum(totals), 1)
     else:
         scores = {k: 100.0 * spec.answer_accuracy(preds[k], refs[k]) for k in preds}
         result["metric"] = "accuracy"
         result["score"] = float(np.mean(list(scores.values())))
+    if spec.extra_scores is not None:
+        result.update(spec.extra_scores(preds, annotations_path))
     if per_sample:
         result["per_sample"] = scores
     return result
