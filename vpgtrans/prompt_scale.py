@@ -23,9 +23,7 @@ SAMPLES = 64
 
 def vpg_outputs(model: Blip2ForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
     """The Q-Former's query outputs, the projector's input: [batch, queries, d_qformer]."""
-    image_embeds = model.vision_model(pixel_values=pixel_values).last_hidden_state
-    queries = model.query_tokens.expand(image_embeds.shape[0], -1, -1)
-    return model.qformer(query_embeds=queries, encoder_hidden_states=image_embeds).last_hidden_state
+    return model.get_image_features(pixel_values=pixel_values).qformer_outputs.last_hidden_state
 
 
 def mean_word_norm(embeddings: torch.Tensor, tokenizer: PreTrainedTokenizerBase, captions: list[str]) -> float:
