@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from vpgtrans.compare import ARMS, CompareConfig, CurvePoint, arm_model, run_compare, speedup, summarise
+from vpgtrans.compare import ARMS, CompareConfig, CurvePoint, arm_model, orderings, run_compare, speedup, summarise
 from vpgtrans.converter import fit_converter
 from vpgtrans.graft import load_blip2
 from vpgtrans.transfer import TrainingConfig
@@ -33,6 +33,23 @@ def test_speedup_never_reached_and_ties():
     summary = summarise([2.0, None, 4.0])
     assert summary["mean"] == pytest.approx(3.0) and summary["never_reached"] == 1 and summary["per_seed"] == [2.0, None, 4.0]
     assert summarise([None])["mean"] is None
+
+
+def test_orderings_per_metric_and_seed():
+    def arm(*per_seed):  # per seed: (caption, vqa) after epoch 1
+        return {s: [CurvePoint(0, 0, 0, 0.0, {"caption": 0.0, "vqa": 0.0}),
+                    CurvePoint(1, 10, 100, 1.0, {"caption": c, "vqa": v})] for s, (c, v) in enumerate(per_seed)}
+
+    curves = {"vpgtrans": arm((0.5, 0.40), (0.5, 0.40), (0.3, 0.40)),
+              "random-warmup": arm((0.4, 0.45), (0.4, 0.45), (0.35, 0.35)),
+              "tfs": arm((0.2, 0.2), (0.2, 0.2), (0.2, 0.2))}
+    checks = orderings(curves)
+    assert set(checks) == {"fused init beats random init after warm-up"}  # the other arms were not run
+    check = checks["fused init beats random init after warm-up"]
+    assert check["arms"] == ["vpgtrans", "random-warmup"] and check["epoch"] == 1 and check["seeds"] == 3
+    assert check["caption"]["holds"] and check["caption"]["seeds_holding"] == 2
+    assert check["caption"]["means"] == pytest.approx([1.3 / 3, 1.15 / 3])
+    assert not check["vqa"]["holds"] and check["vqa"]["seeds_holding"] == 1
 
 
 def test_each_arm_starts_where_it_should(zoo, tmp_path):
@@ -75,12 +92,15 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
     assert curve[1]["samples"] == 48 and curve[3]["samples"] == 144  # 3 steps of 16 per epoch
     assert 0 < curve[1]["flops"] < curve[2]["flops"] < curve[3]["flops"] and curve[3]["device"].startswith("cpu")
     assert curve[3]["lm_tokens"] > curve[1]["lm_tokens"] > 0
+    assert {"caption_colour", "caption_shape", "caption_size", "caption_position"} <= set(curve[1]["scores"])
     assert [p["epoch"] for p in saved["curves"]["tfs"]["1"]] == [0, 1, 2, 3]
     assert set(saved["orderings"]) == {"fused init beats random init after warm-up", "5x warm-up beats 1x",
                                        "TFS starts better than inheriting without warm-up"}
+    assert saved["orderings"]["5x warm-up beats 1x"]["caption"]["seeds_holding"] in (0, 1, 2)
     assert set(saved["speedup_by_arm"]) == {"vpgtrans", "inherit-no-warmup", "random-warmup", "warmup-1x"}
     assert saved["speedup_by_arm"]["vpgtrans"]["caption"] == saved["speedup"]["caption"]["epoch"]
     assert "| warmup-1x |" in (tmp_path / "results.md").read_text()
+    assert "- 5x warm-up beats 1x (vpgtrans vs warmup-1x, epoch 1): caption attribute accuracy" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "curve-caption.png").stat().st_size > 1000
     assert "speed-up (epochs)" in (tmp_path / "results.md").read_text()
     # a rerun resumes from the saved curves instead of training again

@@ -133,5 +133,6 @@ def test_score_toy_caption(zoo, tmp_path, capsys):
     assert main(["score", "--task", "toy-caption", "--predictions", str(predictions), "--annotations", str(folder)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["attribute_accuracy"] == pytest.approx(100.0) and result["metric"] == "CIDEr" and result["n"] == 3
+    assert [result[f"{k}_accuracy"] for k in ("colour", "shape", "size", "position")] == pytest.approx([100.0] * 4)
     assert main(["score", "--task", "toy-caption", "--predictions", str(predictions), "--annotations", str(tmp_path)]) != 0
     assert "not a miniature-world folder" in capsys.readouterr().err

@@ -17,6 +17,8 @@ from vpgtrans.world import (
     Scene,
     SceneObject,
     WorldConfig,
+    attribute_accuracy_by_kind,
+    attribute_hits,
     caption,
     caption_attribute_hits,
     derive_scene,
@@ -101,6 +103,18 @@ def test_score_perfect_wrong_colour_and_empty() -> None:
     assert score_caption("", scene) == 0.0
     assert score_caption("a picture of nothing", scene) == 0.0
     assert score_caption("a large red square on the left", scene) == pytest.approx(4 / 8)
+
+
+def test_attribute_hits_by_kind() -> None:
+    scene = two_objects()
+    assert attribute_hits(caption(scene), scene) == ({"colour": 2, "shape": 2, "size": 2, "position": 2}, 2)
+    # right places and sizes, wrong colours and shapes: what a model that cannot see objects' identity writes
+    blind = "a large yellow cross on the left and a small yellow cross on the right"
+    assert attribute_hits(blind, scene) == ({"colour": 0, "shape": 0, "size": 2, "position": 2}, 2)
+    assert attribute_hits(blind + " and a small yellow cross at the top", scene)[1] == 3  # a hallucination counts
+    by_kind = attribute_accuracy_by_kind([caption(scene), blind], [scene, scene])
+    assert by_kind == {"colour": 0.5, "shape": 0.5, "size": 1.0, "position": 1.0}
+    assert caption_attribute_hits(blind, scene) == (4, 8)
 
 
 def test_hallucinated_objects_do_not_raise_the_score() -> None:

@@ -237,10 +237,13 @@ def load_world_vqa(folder: PathLike) -> list[VQASample]:
 
 
 def world_attribute_accuracy(preds: dict[str, str], folder: PathLike) -> dict[str, float]:
-    """The world's caption attribute accuracy in percent, against each scene's ground truth."""
+    """The world's caption attribute accuracy in percent against each scene's ground truth,
+    overall and for each attribute kind (`colour_accuracy`, ...)."""
     scenes = _world_scenes(folder)
     hits, totals = zip(*(world.caption_attribute_hits(preds[k], scenes[k]) for k in preds))
-    return {"attribute_accuracy": 100.0 * sum(hits) / max(sum(totals), 1)}
+    by_kind = world.attribute_accuracy_by_kind(list(preds.values()), [scenes[k] for k in preds])
+    return {"attribute_accuracy": 100.0 * sum(hits) / max(sum(totals), 1),
+            **{f"{kind}_accuracy": 100.0 * value for kind, value in by_kind.items()}}
 
 
 # --------------------------------------------------------------------------- tasks

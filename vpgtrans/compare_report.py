@@ -34,8 +34,14 @@ def write_table(results: dict, path: Path) -> None:
             lines.append(f"| {arm} | {metric} | {first:.3f} | {best:.3f} | {final:.3f} |")
     if results.get("tfs_lr_sweep"):
         lines += ["", f"TFS learning-rate sweep (seed 0, mean best score): {results['tfs_lr_sweep']}; chosen {results['tfs_lr']:g}"]
-    if results.get("orderings"):
-        lines += ["", *[f"- {text}: {'yes' if ok else 'no'}" for text, ok in results["orderings"].items()]]
+    lines += [""] if results.get("orderings") else []
+    for text, check in results.get("orderings", {}).items():
+        verdicts = [
+            f"{METRIC_NAMES.get(m, m)} {check[m]['means'][0]:.3f} vs {check[m]['means'][1]:.3f}: "
+            f"{'yes' if check[m]['holds'] else 'no'} ({check[m]['seeds_holding']} of {check['seeds']} seeds)"
+            for m in results["speedup"]
+        ]
+        lines.append(f"- {text} ({' vs '.join(check['arms'])}, epoch {check['epoch']}): " + "; ".join(verdicts))
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -31,6 +31,7 @@ class EvalResult:
     score: float
     count: int
     predictions: list[dict] = field(default_factory=list)
+    parts: dict[str, float] = field(default_factory=dict)  # e.g. caption accuracy per attribute kind
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -61,7 +62,8 @@ def world_caption_accuracy(
         h, t = world.caption_attribute_hits(caption, scene)
         hits, total = hits + h, total + t
         predictions.append({"image": record["image"], "caption": caption, "reference": record["caption"], "hits": h, "total": t})
-    return EvalResult("toy-caption", hits / max(total, 1), len(records), predictions)
+    by_kind = world.attribute_accuracy_by_kind(captions, scenes)
+    return EvalResult("toy-caption", hits / max(total, 1), len(records), predictions, by_kind)
 
 
 def world_vqa_accuracy(

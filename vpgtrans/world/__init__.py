@@ -15,7 +15,18 @@ Caption grammar (objects in reading order of their grid cells, joined by "and"):
 """
 
 from .datasets import load_scenes, pretraining_texts, write_dataset
-from .language import Mention, caption, caption_attribute_hits, describe, parse_caption, questions, score_caption
+from .language import (
+    ATTRIBUTES,
+    Mention,
+    attribute_accuracy_by_kind,
+    attribute_hits,
+    caption,
+    caption_attribute_hits,
+    describe,
+    parse_caption,
+    questions,
+    score_caption,
+)
 from .scene import Scene, SceneObject, WorldConfig, derive_scene, generate_scene, render, shape_mask
 from .vocabulary import (
     COLOURS,
@@ -31,7 +42,7 @@ from .vocabulary import (
 
 __all__ = [
     "COLOURS", "NUMBER_WORDS", "PLACE_PHRASES", "POSITIONS", "SHAPE_PLURALS", "SHAPES", "SIZES", "VOCABULARY",
-    "Mention", "Scene", "SceneObject", "WorldConfig", "caption", "caption_attribute_hits", "derive_scene",
-    "describe", "generate_scene", "load_scenes", "parse_caption", "pretraining_texts", "questions", "render",
+    "ATTRIBUTES", "Mention", "Scene", "SceneObject", "WorldConfig", "attribute_accuracy_by_kind", "attribute_hits",
+    "caption", "caption_attribute_hits", "derive_scene", "describe", "generate_scene", "load_scenes", "parse_caption", "pretraining_texts", "questions", "render",
     "score_caption", "shape_mask", "tokenize_words", "write_dataset",
 ]

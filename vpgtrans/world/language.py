@@ -131,30 +131,52 @@ def parse_caption(text: str) -> list[Mention]:
     return mentions
 
 
-def caption_attribute_hits(predicted: str, scene: Scene) -> tuple[int, int]:
-    """(correct attributes, total attributes) of a predicted caption against a scene.
+ATTRIBUTES = ("colour", "shape", "size", "position")
+
+
+def attribute_hits(predicted: str, scene: Scene) -> tuple[dict[str, int], int]:
+    """(correct attributes of each kind, objects counted) of a predicted caption against a scene.
 
     Mentions are matched one-to-one to objects so as to maximise correct attributes.
-    The total is 4 per object, or 4 per mention when the caption mentions more objects
-    than the scene holds: hallucinated objects then cost as much as missing ones.
+    The count is the number of objects, or of mentions when the caption mentions more
+    objects than the scene holds: hallucinated objects then cost as much as missing ones.
     """
     mentions = parse_caption(predicted)
     objects = scene.objects
-    gains = [
-        [sum(getattr(m, k) == getattr(o, k) for k in ("colour", "shape", "size", "position")) for o in objects]
-        for m in mentions
-    ]
-    # Dynamic programme over mentions; state = bitmask of objects already matched.
-    best: dict[int, int] = {0: 0}
+    gains = [[[getattr(m, k) == getattr(o, k) for k in ATTRIBUTES] for o in objects] for m in mentions]
+    # Dynamic programme over mentions; state = bitmask of objects already matched,
+    # value = (correct attributes, correct attributes of each kind).
+    best: dict[int, tuple[int, tuple[int, ...]]] = {0: (0, (0,) * len(ATTRIBUTES))}
     for row in gains:
         step = dict(best)
-        for used, score in best.items():
-            for j, gain in enumerate(row):
-                if gain and not used >> j & 1:
+        for used, (score, kinds) in best.items():
+            for j, hits in enumerate(row):
+                if any(hits) and not used >> j & 1:
                     key = used | 1 << j
-                    step[key] = max(step.get(key, 0), score + gain)
+                    candidate = (score + sum(hits), tuple(a + b for a, b in zip(kinds, hits)))
+                    step[key] = max(step.get(key, candidate), candidate)
         best = step
-    return max(best.values()), 4 * max(len(objects), len(mentions))
+    kinds = max(best.values())[1]
+    return dict(zip(ATTRIBUTES, kinds)), max(len(objects), len(mentions))
+
+
+def caption_attribute_hits(predicted: str, scene: Scene) -> tuple[int, int]:
+    """(correct attributes, total attributes) of a predicted caption against a scene: 4 per
+    object counted by `attribute_hits`."""
+    kinds, counted = attribute_hits(predicted, scene)
+    return sum(kinds.values()), len(ATTRIBUTES) * counted
+
+
+def attribute_accuracy_by_kind(predicted: list[str], scenes: list[Scene]) -> dict[str, float]:
+    """Accuracy of each attribute kind over many captions: tells a model that sees where
+    objects are from one that also sees what they are."""
+    totals = dict.fromkeys(ATTRIBUTES, 0)
+    counted = 0
+    for text, scene in zip(predicted, scenes, strict=True):
+        kinds, objects = attribute_hits(text, scene)
+        totals = {k: totals[k] + kinds[k] for k in ATTRIBUTES}
+        counted += objects
+    return {k: totals[k] / max(counted, 1) for k in ATTRIBUTES}
 
 
 def score_caption(predicted: str, scene: Scene) -> float:
