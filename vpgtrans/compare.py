@@ -259,7 +259,7 @@ def orderings(curves: dict[str, dict[int, list[CurvePoint]]]) -> dict[str, dict]
         for metric in METRICS:
             a = [_score_at(curves[high][s], epoch, metric) for s in seeds]
             b = [_score_at(curves[low][s], epoch, metric) for s in seeds]
-            checks[text][metric] = {"means": [statistics.fmean(a), statistics.fmean(b)],
-                                    "holds": statistics.fmean(a) > statistics.fmean(b),
+            means = [statistics.fmean(a), statistics.fmean(b)]
+            checks[text][metric] = {"means": means, "holds": means[0] > means[1],
                                     "seeds_holding": sum(x > y for x, y in zip(a, b))}
     return checks
