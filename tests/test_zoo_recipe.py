@@ -30,12 +30,14 @@ batch_size = 8
 lr = 2e-3
 [lms.toy-opt-s]
 family = "opt"
+tie_embeddings = true
 hidden_size = 16
 num_layers = 1
 num_heads = 2
 steps = 3
 [lms.toy-llama]
 family = "llama"
+tie_embeddings = false
 hidden_size = 16
 num_layers = 1
 num_heads = 2
@@ -89,6 +91,8 @@ def test_micro_zoo_rebuilds_bit_identically(tmp_path):
         assert a.keys() == b.keys()
         assert all((a[k] == b[k]).all() for k in a), name
         assert (tmp_path / "a" / name / "tokenizer.json").read_text() == (tmp_path / "b" / name / "tokenizer.json").read_text()
+    for name, tied in (("toy-opt-s", True), ("toy-llama", False)):  # as each LM's `tie_embeddings` says
+        assert json.loads((tmp_path / "a" / name / "config.json").read_text())["tie_word_embeddings"] is tied, name
     report = json.loads((tmp_path / "a" / "zoo.json").read_text())["models"]
     assert 0.0 <= report["qformer"]["attribute_accuracy"] <= 1.0  # the Q-Former's first stage ran and was scored
 

@@ -246,6 +246,7 @@ def main() -> None:
         tokenizer = tokenizers[spec["family"]]
         size = tiny.LMSize(hidden_size=spec["hidden_size"], num_layers=spec["num_layers"], num_heads=spec["num_heads"])
         config = (tiny.opt_config if spec["family"] == "opt" else tiny.llama_config)(tokenizer, size)
+        config.tie_word_embeddings = spec["tie_embeddings"]
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)
         losses = pretrain_lm(model, tokenizer, train_texts, spec["steps"], pre, seed)
@@ -268,6 +269,7 @@ def main() -> None:
     started = time.perf_counter()
     spec = cfg["source_blip2"]
     lm = AutoModelForCausalLM.from_pretrained(out / spec["lm"])
+    lm.config._name_or_path = spec["lm"]  # the zoo name, not this build's folder
     tokenizer = AutoTokenizer.from_pretrained(out / spec["lm"])
     vsize = tiny.VPGSize(image_size=image_size, patch_size=cfg["vision"]["patch_size"],
                          vision_hidden=cfg["vision"]["hidden_size"], vision_layers=cfg["vision"]["num_layers"],
