@@ -76,7 +76,8 @@ def test_each_arm_starts_where_it_should(zoo, tmp_path):
 def test_tiny_compare_end_to_end(zoo, tmp_path):
     config = CompareConfig(
         src=str(zoo.src), dst=str(zoo.dst_llama), data=str(zoo.data), eval=str(zoo.data.parent), out=str(tmp_path),
-        arms=("tfs", "vpgtrans", "inherit-no-warmup", "random-warmup", "warmup-1x"), seeds=2, budget_epochs=3,
+        arms=("tfs", "vpgtrans", "inherit-no-warmup", "random-warmup", "warmup-1x", "warmup-2-epochs"), seeds=2,
+        budget_epochs=3,
         training=TrainingConfig(batch_size=16, lr=1e-3), tfs_lrs=(1e-3, 3e-3), eval_limit=4,
     )
     results = run_compare(config)
@@ -97,7 +98,15 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
     assert set(saved["orderings"]) == {"fused init beats random init after warm-up", "5x warm-up beats 1x",
                                        "TFS starts better than inheriting without warm-up"}
     assert saved["orderings"]["5x warm-up beats 1x"]["caption"]["seeds_holding"] in (0, 1, 2)
-    assert set(saved["speedup_by_arm"]) == {"vpgtrans", "inherit-no-warmup", "random-warmup", "warmup-1x"}
+    assert set(saved["speedup_by_arm"]) == {"vpgtrans", "inherit-no-warmup", "random-warmup", "warmup-1x", "warmup-2-epochs"}
+    # a warm-up epoch runs the Q-Former forward only, a fine-tuning epoch also backward: the
+    # per-epoch FLOPs say which epochs each arm spent warming up (same data every epoch)
+    for arm, warmup_epochs in (("vpgtrans", 1), ("warmup-2-epochs", 2)):
+        points = saved["curves"][arm]["0"]
+        assert [p["lm_tokens"] - q["lm_tokens"] for q, p in zip(points, points[1:])] == [points[1]["lm_tokens"]] * 3
+        flops = [p["flops"] - q["flops"] for q, p in zip(points, points[1:])]
+        assert flops[:warmup_epochs] == pytest.approx([flops[0]] * warmup_epochs), (arm, flops)
+        assert all(f > 1.01 * flops[0] for f in flops[warmup_epochs:]), (arm, flops)
     assert saved["speedup_by_arm"]["vpgtrans"]["caption"] == saved["speedup"]["caption"]["epoch"]
     assert "| warmup-1x |" in (tmp_path / "results.md").read_text()
     assert "- 5x warm-up beats 1x (vpgtrans vs warmup-1x, epoch 1): caption attribute accuracy" in (tmp_path / "results.md").read_text()

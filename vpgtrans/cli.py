@@ -276,9 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", help="held-out miniature-world folder evaluated after every epoch")
     p.add_argument("--out", help="output folder (default: runs/compare)")
     p.add_argument("--arms", default="tfs,vpgtrans", help="comma list from: tfs, vpgtrans, inherit-no-warmup, "
-                   "fused-no-warmup, warmup-1x, warmup-10x, random-warmup, paper-converter, prompt-scale")
+                   "fused-no-warmup, warmup-1x, warmup-10x, random-warmup, paper-converter, prompt-scale, "
+                   "warmup-2-epochs")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--budget-epochs", type=int, default=10, help="epochs of DATA per arm (warm-up counts as one)")
+    p.add_argument("--budget-epochs", type=int, default=10, help="epochs of DATA per arm (warm-up epochs count)")
     p.add_argument("--tfs-lrs", help="comma list of learning rates swept for TFS on seed 0 (best is used)")
     p.add_argument("--eval-limit", type=int, default=100, help="captions and questions scored per evaluation")
     _training_args(p, ())

@@ -37,6 +37,7 @@ class Arm:
     warmup_lr_mult: float | None  # None: no warm-up stage
     converter: str = "ridge"
     prompt_scale: bool = False  # fused projector sized to the source's soft-prompt scale
+    warmup_epochs: int = 1  # the paper warms up for one epoch
 
 
 ARMS = {
@@ -49,6 +50,7 @@ ARMS = {
     "random-warmup": Arm("random", "inherit", 5.0),
     "paper-converter": Arm("fused", "inherit", 5.0, converter="paper"),
     "prompt-scale": Arm("fused", "inherit", 5.0, prompt_scale=True),
+    "warmup-2-epochs": Arm("fused", "inherit", 5.0, warmup_epochs=2),
 }
 REFERENCE_ARMS = ("tfs", "vpgtrans")
 
@@ -130,10 +132,10 @@ def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: Wo
 
     epochs_left = config.budget_epochs
     if arm.warmup_lr_mult is not None:
-        stage = replace(warmup_stage(training, len(dataset)), steps=per_epoch)
+        stage = replace(warmup_stage(training, len(dataset)), steps=arm.warmup_epochs * per_epoch)
         train_stage(accelerator, model, dataset, collate, stage, workdir / "warmup",
                     on_step=lambda r, s=stage, b=curve[-1]: record(r, s, b))
-        epochs_left -= 1
+        epochs_left -= arm.warmup_epochs
     stage = replace(finetune_stage(training, len(dataset)), steps=epochs_left * per_epoch)
     train_stage(accelerator, model, dataset, collate, stage, workdir / "finetune",
                 on_step=lambda r, s=stage, b=curve[-1]: record(r, s, b))
