@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
-from vpgtrans.compare import ARMS, CompareConfig, CurvePoint, arm_model, orderings, run_compare, speedup, summarise
+import vpgtrans.compare_report
+
+import vpgtrans.compare
+from vpgtrans.compare import (ARMS, CompareConfig, CurvePoint, arm_model, evaluation_steps, orderings, run_compare,
+                              speedup, summarise)
 from vpgtrans.converter import fit_converter
+from vpgtrans.errors import VPGTransError
 from vpgtrans.graft import load_blip2
 from vpgtrans.transfer import TrainingConfig
 
@@ -29,7 +35,8 @@ def test_speedup_as_the_paper_defines_it():
 def test_speedup_never_reached_and_ties():
     tfs = _curve([0.0, 0.2, 0.9, 0.9])
     assert speedup(tfs, _curve([0.0, 0.5, 0.8, 0.85]), "caption") is None
-    assert speedup(tfs, _curve([0.0, 0.9, 0.5, 0.5]), "caption") == pytest.approx(2.0)  # equal counts as reached
+    assert speedup(tfs, _curve([0.0, 0.9, 0.5, 0.5]), "caption") is None  # a tie does not beat TFS's best
+    assert speedup(tfs, _curve([0.0, 0.9, 0.91, 0.5]), "caption") == pytest.approx(1.0)
     summary = summarise([2.0, None, 4.0])
     assert summary["mean"] == pytest.approx(3.0) and summary["never_reached"] == 1 and summary["per_seed"] == [2.0, None, 4.0]
     assert summarise([None])["mean"] is None
@@ -112,10 +119,56 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
     assert "- 5x warm-up beats 1x (vpgtrans vs warmup-1x, epoch 1): caption attribute accuracy" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "curve-caption.png").stat().st_size > 1000
     assert "speed-up (epochs)" in (tmp_path / "results.md").read_text()
-    # a rerun resumes from the saved curves instead of training again
+    # a rerun resumes from the saved curves instead of training again, when asked to
     before = {p.name: p.stat().st_mtime for p in (tmp_path / "curves").iterdir()}
-    run_compare(config)
+    with pytest.raises(VPGTransError, match="pass --resume"):
+        run_compare(config)
+    run_compare(config, resume=True)
     assert before == {p.name: p.stat().st_mtime for p in (tmp_path / "curves").iterdir()}
+    # curves made another way are never mixed in
+    with pytest.raises(VPGTransError, match=r"curves/tfs-seed0-lr0.001.json: .*differs in eval_limit"):
+        run_compare(replace(config, arms=("tfs", "vpgtrans"), eval_limit=5), resume=True)
+
+
+def test_evaluation_steps_are_regular_and_end_at_the_budget():
+    assert evaluation_steps(125, 375, 1) == [125, 250, 375]
+    assert evaluation_steps(125, 300, 2) == [62, 125, 188, 250, 300]  # half epochs, then the budget's end
+    assert evaluation_steps(3, 7, 3) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_budget_in_steps_scored_within_epochs(zoo, tmp_path):
+    config = CompareConfig(
+        src=str(zoo.src), dst=str(zoo.dst_llama), data=str(zoo.data), eval=str(zoo.data.parent), out=str(tmp_path),
+        seeds=1, budget_steps=5, evals_per_epoch=2, training=TrainingConfig(batch_size=16, lr=1e-3), eval_limit=2,
+    )
+    saved = run_compare(config)
+    for arm in ("tfs", "vpgtrans"):  # 3 steps per epoch: scored at half epochs (steps 1.5, 3, 4.5 rounded) and step 5
+        points = saved["curves"][arm]["0"]
+        assert [p["step"] for p in points] == [0, 2, 3, 4, 5]
+        assert [p["epoch"] for p in points] == pytest.approx([0, 2 / 3, 1, 4 / 3, 5 / 3])
+        assert [p["samples"] for p in points] == [0, 32, 48, 64, 80]
+    with pytest.raises(VPGTransError, match="leaves nothing after the warm-up of 3"):
+        run_compare(replace(config, budget_steps=3), overwrite=True)
+
+
+def test_compare_converter_choice_reaches_the_fused_arms(tmp_path, monkeypatch):
+    fitted, used = [], {}
+    monkeypatch.setattr(vpgtrans.compare, "fit_converter", lambda src, dst, captions, fit: fitted.append(fit.method) or fit.method)
+    monkeypatch.setattr(vpgtrans.compare, "load_caption_data", lambda path: type("Data", (), {"captions": lambda self: []})())
+
+    def fake_run_arm(config, arm, seed, lr, converter, workdir):
+        used[workdir.name.rsplit("-", 2)[0]] = converter
+        return [CurvePoint(e, e, e, float(e), {"caption": 0.1 * e, "vqa": 0.1}) for e in range(3)]
+
+    monkeypatch.setattr(vpgtrans.compare, "run_arm", fake_run_arm)
+    monkeypatch.setattr(vpgtrans.compare_report, "write_plots", lambda results, out: None)
+    config = CompareConfig(src="s", dst="d", data="x", eval="e", out=str(tmp_path / "a"), seeds=1,
+                           arms=("tfs", "vpgtrans", "paper-converter", "random-warmup"))
+    run_compare(config)
+    assert used == {"tfs": None, "vpgtrans": "ridge", "paper-converter": "paper", "random-warmup": None}
+    fitted.clear(), used.clear()
+    run_compare(replace(config, converter="paper", out=str(tmp_path / "b")))
+    assert fitted == ["paper"] and used["vpgtrans"] == used["paper-converter"] == "paper"
 
 
 def test_cli_help_names_every_arm(capsys):
@@ -127,3 +180,24 @@ def test_cli_help_names_every_arm(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     listed = help_text.split("--arms ARMS comma list from: ")[1].split(" --")[0]
     assert set(listed.split(", ")) == set(ARMS)
+
+
+def test_cli_compare_flags_reach_the_config(tmp_path, monkeypatch, capsys):
+    from vpgtrans.cli import main
+
+    calls = []
+
+    def fake_run_compare(config, resume=False, overwrite=False):
+        calls.append((config, resume, overwrite))
+        return {"speedup": {"caption": {"epoch": summarise([2.0]), "seconds": summarise([1.5])}}}
+
+    monkeypatch.setattr(vpgtrans.compare, "run_compare", fake_run_compare)
+    common = ["compare", "--src", "s", "--dst", "d", "--data", "x.jsonl", "--eval", "e", "--out", str(tmp_path)]
+    assert main([*common, "--budget-steps", "300", "--evals-per-epoch", "2", "--converter", "paper", "--resume"]) == 0
+    config, resume, overwrite = calls[-1]
+    assert (config.budget_steps, config.evals_per_epoch, config.converter, resume, overwrite) == (300, 2, "paper", True, False)
+    assert main(common) == 0
+    assert (calls[-1][0].budget_epochs, calls[-1][0].budget_steps, calls[-1][0].converter) == (10, None, "ridge")
+    with pytest.raises(SystemExit):
+        main([*common, "--budget-epochs", "3", "--budget-steps", "300"])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -69,7 +69,7 @@ def test_report_on_a_run_and_a_comparison(run_dir, compare_dir, tmp_path, capsys
     assert total[-3:] == ["1.2e+16", f"{hours:.3g}", f"${2 * hours:.3g}"]
     assert _cells(md, "warmup")[5] == "cpu (x86_64, 2 cores)"
     tfs = _cells(md, "caption attribute accuracy | TFS (at its best)")
-    vt = _cells(md, "caption attribute accuracy | VPGTrans (reaching it)")
+    vt = _cells(md, "caption attribute accuracy | VPGTrans (beating it)")
     assert tfs[2:6] == ["1/1", "0.8", "4", "400"] and tfs[6] == "4e+15" and tfs[-1] == "20 s"
     assert vt[2:6] == ["1/1", "0.8", "2", "200"] and vt[6] == "2e+15"
     assert _cells(md, "caption attribute accuracy")[1] == "2.0x ± 0.0"  # speed-up (epochs)

@@ -57,3 +57,8 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write a small text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def differing_keys(previous: dict, current: dict) -> list[str]:
+    """The settings two runs disagree on, for an error that names them."""
+    return sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))

@@ -113,11 +113,12 @@ def cmd_compare(args: argparse.Namespace) -> None:
         raise VPGTransError("compare needs --src, --dst, --data and --eval (or a recipe that declares them)")
     config = CompareConfig(
         src=src, dst=dst, data=data, eval=eval_dir, out=str(out), arms=tuple(args.arms.split(",")), seeds=args.seeds,
-        budget_epochs=args.budget_epochs, training=_training_config(args, recipe),
+        budget_epochs=args.budget_epochs or 10, budget_steps=args.budget_steps, evals_per_epoch=args.evals_per_epoch,
+        converter=args.converter or recipe.get("converter", "ridge"), training=_training_config(args, recipe),
         tfs_lrs=tuple(float(x) for x in args.tfs_lrs.split(",")) if args.tfs_lrs else (),
         eval_limit=args.eval_limit,
     )
-    results = run_compare(config)
+    results = run_compare(config, resume=args.resume, overwrite=args.overwrite)
     for metric, units in results["speedup"].items():
         print(f"speed-up on {metric}: {_fmt(units['epoch'])} (epochs), {_fmt(units['seconds'])} (seconds)")
     print(f"results: {out / 'results.json'}, table: {out / 'results.md'}")
@@ -273,13 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--src")
     p.add_argument("--dst")
     p.add_argument("--data", help="training image-caption pairs")
-    p.add_argument("--eval", help="held-out miniature-world folder evaluated after every epoch")
+    p.add_argument("--eval", help="held-out miniature-world folder every arm is scored on")
     p.add_argument("--out", help="output folder (default: runs/compare)")
     p.add_argument("--arms", default="tfs,vpgtrans", help="comma list from: tfs, vpgtrans, inherit-no-warmup, "
                    "fused-no-warmup, warmup-1x, warmup-10x, random-warmup, paper-converter, prompt-scale, "
                    "warmup-2-epochs")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--budget-epochs", type=int, default=10, help="epochs of DATA per arm (warm-up epochs count)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--budget-epochs", type=int, help="epochs of DATA per arm, warm-up included (default 10)")
+    budget.add_argument("--budget-steps", type=int, help="optimizer steps per arm, warm-up included (instead of epochs)")
+    p.add_argument("--evals-per-epoch", type=int, default=1,
+                   help="evenly spaced evaluations per epoch (the end of the budget is always scored)")
+    p.add_argument("--converter", choices=["ridge", "paper"],
+                   help="converter of the fused arms (default: closed-form ridge; the paper-converter arm always uses paper)")
     p.add_argument("--tfs-lrs", help="comma list of learning rates swept for TFS on seed 0 (best is used)")
     p.add_argument("--eval-limit", type=int, default=100, help="captions and questions scored per evaluation")
     _training_args(p, ())

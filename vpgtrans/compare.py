@@ -1,21 +1,24 @@
 """`vpgtrans compare`: VPGTrans against training from scratch (TFS), as the paper measures it.
 
-Every arm trains on the same data for the same budget (in epochs of DATA; the warm-up
-epoch counts) and is evaluated after every epoch on held-out data. The speed-up is the
-paper's `e_TFS / e_VT`: e_TFS is the epoch where TFS reaches its best score, e_VT the first
-epoch where VPGTrans reaches that score; the same ratio is also reported in samples seen
-and in measured training seconds. TFS gets its best learning rate from a small sweep, or
-the comparison means nothing.
+Every arm trains on the same data for the same budget (in epochs of DATA or optimizer steps;
+the warm-up counts) and is evaluated on held-out data at regular points: before training,
+`evals_per_epoch` times per epoch and at the end of the budget. The speed-up is the paper's
+`e_TFS / e_VT`: e_TFS is the point where TFS reaches its best score, e_VT the first point
+where VPGTrans beats that score (a tie does not), both counted in epochs of DATA (fractional
+between epoch ends); the same ratio is also reported in samples seen and in measured
+training seconds.
+TFS gets its best learning rate from a small sweep, or the comparison means nothing.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .checkpointing import write_text_atomic
+from .checkpointing import differing_keys, write_text_atomic
 from .converter import ConverterFitConfig, WordConverter, fit_converter
 from .costs import device_name, stage_flops
 from .data import CaptionDataset, load_caption_data
@@ -35,7 +38,7 @@ class Arm:
     projector: str  # "fused" (converter after source projector) or "random"
     vpg: str  # "inherit" (source Q-Former + queries) or "scratch"
     warmup_lr_mult: float | None  # None: no warm-up stage
-    converter: str = "ridge"
+    converter: str | None = None  # None: the compare's converter (CompareConfig.converter)
     prompt_scale: bool = False  # fused projector sized to the source's soft-prompt scale
     warmup_epochs: int = 1  # the paper warms up for one epoch
 
@@ -67,6 +70,9 @@ class CompareConfig:
     arms: tuple[str, ...] = REFERENCE_ARMS
     seeds: int = 3
     budget_epochs: int = 10
+    budget_steps: int | None = None  # optimizer steps per arm; when set, replaces budget_epochs
+    evals_per_epoch: int = 1
+    converter: str = "ridge"  # fit of the fused arms' converter ("ridge" or "paper")
     training: TrainingConfig = field(default_factory=TrainingConfig)
     tfs_lrs: tuple[float, ...] = ()  # swept on seed 0; empty: TFS uses training.lr
     eval_limit: int | None = 100
@@ -74,9 +80,10 @@ class CompareConfig:
 
 @dataclass
 class CurvePoint:
-    """Scores after `epoch`, and the cumulative cost of reaching them (for the cost report)."""
+    """Scores after `epoch` (of DATA; fractional between epoch ends), and the cumulative cost
+    of reaching them (for the cost report)."""
 
-    epoch: int
+    epoch: float
     step: int
     samples: int
     seconds: float
@@ -109,8 +116,15 @@ def arm_model(config: CompareConfig, arm: Arm, seed: int, converter: WordConvert
     return model, processor
 
 
+def evaluation_steps(per_epoch: int, budget: int, evals_per_epoch: int) -> list[int]:
+    """The optimizer steps after which an arm is scored: `evals_per_epoch` evenly spaced points
+    per epoch (the last at the epoch's end) and the end of the budget."""
+    points = {round(k * per_epoch / evals_per_epoch) for k in range(1, budget * evals_per_epoch // per_epoch + 1)}
+    return sorted({p for p in points if p <= budget} | {budget})
+
+
 def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: WordConverter | None, workdir: Path) -> list[CurvePoint]:
-    """Train one arm for the budget, evaluating after every epoch (and before training)."""
+    """Train one arm for the budget, evaluating at `evaluation_steps` (and before training)."""
     training = replace(config.training, seed=seed, lr=lr, warmup_lr_mult=arm.warmup_lr_mult or 1.0,
                        checkpoint_every=10**9)
     model, processor = arm_model(config, arm, seed, converter)
@@ -118,25 +132,29 @@ def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: Wo
     dataset, collate = CaptionDataset(data.records), collator_for(processor, model, training)
     accelerator = make_accelerator(training.precision, training.grad_accum)
     per_epoch = steps_per_epoch(len(dataset), training, accelerator.num_processes)
-    curve = [CurvePoint(0, 0, 0, 0.0, evaluate_point(model, processor, config.eval, config.eval_limit))]
+    budget = config.budget_steps or config.budget_epochs * per_epoch
+    warmup_steps = arm.warmup_epochs * per_epoch if arm.warmup_lr_mult is not None else 0
+    if budget <= warmup_steps:
+        raise VPGTransError(f"a budget of {budget} optimizer steps leaves nothing after the warm-up of {warmup_steps} "
+                            f"({arm.warmup_epochs} epoch(s) of {per_epoch} steps on {config.data}); raise the budget")
+    scored = set(evaluation_steps(per_epoch, budget, config.evals_per_epoch))
+    curve = [CurvePoint(0.0, 0, 0, 0.0, evaluate_point(model, processor, config.eval, config.eval_limit))]
 
     def record(result, stage, before: CurvePoint) -> None:
-        if result.steps % per_epoch == 0:
-            steps = before.step + result.steps
+        steps = before.step + result.steps
+        if steps in scored:
             flops = stage_flops(model.config, result, qformer_trained="qformer" in stage.trainable).total
-            curve.append(CurvePoint(steps // per_epoch, steps, before.samples + result.samples,
+            curve.append(CurvePoint(steps / per_epoch, steps, before.samples + result.samples,
                                     before.seconds + result.seconds,
                                     evaluate_point(model, processor, config.eval, config.eval_limit),
                                     before.lm_tokens + result.lm_tokens, before.flops + flops,
                                     max(before.peak_memory_bytes, result.peak_memory_bytes), device_name(result.device)))
 
-    epochs_left = config.budget_epochs
-    if arm.warmup_lr_mult is not None:
-        stage = replace(warmup_stage(training, len(dataset)), steps=arm.warmup_epochs * per_epoch)
+    if warmup_steps:
+        stage = replace(warmup_stage(training, len(dataset)), steps=warmup_steps)
         train_stage(accelerator, model, dataset, collate, stage, workdir / "warmup",
                     on_step=lambda r, s=stage, b=curve[-1]: record(r, s, b))
-        epochs_left -= arm.warmup_epochs
-    stage = replace(finetune_stage(training, len(dataset)), steps=epochs_left * per_epoch)
+    stage = replace(finetune_stage(training, len(dataset)), steps=budget - warmup_steps)
     train_stage(accelerator, model, dataset, collate, stage, workdir / "finetune",
                 on_step=lambda r, s=stage, b=curve[-1]: record(r, s, b))
     return curve
@@ -144,15 +162,15 @@ def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: Wo
 
 def speedup_points(tfs: list[CurvePoint], transfer: list[CurvePoint], metric: str) -> tuple[CurvePoint, CurvePoint | None]:
     """(e_TFS: the first point where TFS reaches its best, e_VT: the first transfer point
-    reaching that score, or None)."""
+    beating that score, or None; a tie is not a win, as the paper says "beats")."""
     best = max(tfs[1:], key=lambda p: p.scores[metric])  # first point reaching the maximum
-    return best, next((p for p in transfer[1:] if p.scores[metric] >= best.scores[metric]), None)
+    return best, next((p for p in transfer[1:] if p.scores[metric] > best.scores[metric]), None)
 
 
 def speedup(tfs: list[CurvePoint], transfer: list[CurvePoint], metric: str, unit: str = "epoch") -> float | None:
-    """The paper's speed-up: where TFS peaks over where the transfer first reaches that peak.
+    """The paper's speed-up: where TFS peaks over where the transfer first beats that peak.
 
-    None when the transfer never reaches the TFS best (the paper's "-")."""
+    None when the transfer never beats the TFS best (the paper's "-")."""
     best, reached = speedup_points(tfs, transfer, metric)
     if reached is None:
         return None
@@ -175,29 +193,59 @@ def _curve_path(out: Path, arm: str, seed: int, lr: float) -> Path:
     return out / "curves" / f"{arm}-seed{seed}-lr{lr:g}.json"
 
 
+def curve_settings(config: CompareConfig) -> dict:
+    """What shapes a curve besides its arm, seed and learning rate: saved with every curve, so
+    a resumed compare never mixes curves trained or scored differently."""
+    settings = json.loads(json.dumps(asdict(config)))
+    for key in ("out", "arms", "seeds", "tfs_lrs"):  # which curves a compare asks for, not how they are made
+        settings.pop(key)
+    return settings
+
+
 def _load_or_run(config: CompareConfig, name: str, seed: int, lr: float, converters: dict) -> list[CurvePoint]:
     """Each finished arm is saved at once, so an interrupted compare resumes arm by arm."""
     out = Path(config.out)
     path = _curve_path(out, name, seed, lr)
+    settings = curve_settings(config)
     if path.exists():
-        return [CurvePoint(**p) for p in json.loads(path.read_text())]
+        saved = json.loads(path.read_text())
+        previous = saved.get("settings", {}) if isinstance(saved, dict) else {}
+        if previous != settings:
+            changed = differing_keys(previous, settings)
+            raise VPGTransError(f"{path}: saved by a compare with other settings (differs in {', '.join(changed)}); "
+                                "pass --overwrite to start afresh or choose another --out")
+        return [CurvePoint(**p) for p in saved["points"]]
     arm = ARMS[name]
-    if arm.projector == "fused" and arm.converter not in converters:
+    method = arm.converter or config.converter
+    if arm.projector == "fused" and method not in converters:
         captions = load_caption_data(config.data).captions()
-        converters[arm.converter] = fit_converter(config.src, config.dst, captions, ConverterFitConfig(method=arm.converter))
-    curve = run_arm(config, arm, seed, lr, converters.get(arm.converter), out / "work" / f"{name}-{seed}-{lr:g}")
-    write_text_atomic(path, json.dumps([asdict(p) for p in curve]))
+        converters[method] = fit_converter(config.src, config.dst, captions, ConverterFitConfig(method=method))
+    converter = converters[method] if arm.projector == "fused" else None
+    curve = run_arm(config, arm, seed, lr, converter, out / "work" / f"{name}-{seed}-{lr:g}")
+    write_text_atomic(path, json.dumps({"settings": settings, "points": [asdict(p) for p in curve]}))
     return curve
 
 
-def run_compare(config: CompareConfig) -> dict:
-    """Train every arm for every seed, compute speed-ups, write results.json, table and plots."""
+def run_compare(config: CompareConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train every arm for every seed, compute speed-ups, write results.json, table and plots.
+
+    An OUT that already holds curves is continued only with `resume` (curves saved with other
+    settings are refused) and emptied first with `overwrite`."""
     unknown = [a for a in config.arms if a not in ARMS]
     if unknown:
         raise VPGTransError(f"unknown arm(s) {unknown}; known arms: {', '.join(ARMS)}")
     if "tfs" not in config.arms or "vpgtrans" not in config.arms:
         raise VPGTransError("--arms must include tfs and vpgtrans (the speed-up compares them)")
+    if config.evals_per_epoch < 1:
+        raise VPGTransError(f"--evals-per-epoch must be at least 1, not {config.evals_per_epoch}")
+    if config.converter not in ("ridge", "paper"):
+        raise VPGTransError(f"--converter {config.converter!r} is not one of ridge, paper")
     out = Path(config.out)
+    if overwrite:
+        shutil.rmtree(out, ignore_errors=True)
+    elif (out / "curves").is_dir() and any((out / "curves").iterdir()) and not resume:
+        raise VPGTransError(f"{out / 'curves'}: OUT already holds a compare; pass --resume to continue it "
+                            "(arms already finished are reused) or --overwrite to start afresh")
     converters: dict = {}
     sweep = {}
     tfs_lr = config.training.lr

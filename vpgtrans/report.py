@@ -172,7 +172,7 @@ def compare_section(folder: Path, prefix: str, pricing: Pricing) -> list[Block]:
     for metric in results["speedup"]:
         pairs = [speedup_points(curves["tfs"][s], curves["vpgtrans"][s], metric) for s in curves["tfs"]]
         for arm, points in (("TFS (at its best)", [b for b, _ in pairs]),
-                            ("VPGTrans (reaching it)", [r for _, r in pairs if r is not None])):
+                            ("VPGTrans (beating it)", [r for _, r in pairs if r is not None])):
             flops = _mean([p.flops for p in points]) if points and all(p.flops for p in points) else None
             reach[(metric, arm)] = (flops, _mean([p.samples for p in points]))
             rows.append([METRIC_NAMES.get(metric, metric), arm, f"{len(points)}/{len(pairs)}",

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-from .checkpointing import atomic_dir, write_text_atomic
+from .checkpointing import atomic_dir, differing_keys, write_text_atomic
 from .converter import ConverterFitConfig, WordConverter, fit_converter
 from .costs import cost_record, stage_flops
 from .data import CaptionCollator, CaptionData, CaptionDataset, CaptionRecord, load_caption_data
@@ -172,7 +172,7 @@ class RunFolder:
             else:
                 previous = json.loads(run_json.read_text()).get("config")
                 if previous != settings:
-                    changed = sorted(k for k in set(previous or {}) | set(settings) if (previous or {}).get(k) != settings.get(k))
+                    changed = differing_keys(previous or {}, settings)
                     raise VPGTransError(
                         f"{run_json}: OUT holds a different run (differs in {', '.join(changed)}); "
                         "choose another OUT or pass --overwrite"

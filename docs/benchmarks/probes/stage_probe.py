@@ -8,7 +8,10 @@ fresh VPG); each STAGE is KIND:LR:EPOCHS with KIND `w` (projector only, constant
 (stage-2 modules, cosine to half LR) or `F` (stage-2 modules, constant LR). Environment: SRC
 (source, default toy-blip2-opt-s), CONV (converter, default ridge), ANCHOR (`position`,
 `position-stop` or `mean`: replace the arm's projector by a ridge fit of the query outputs to
-the destination's embeddings of the training captions' tokens, see `anchor_projector`). Run
+the destination's embeddings of the training captions' tokens, see `anchor_projector`), WHITEN
+(EPS: train the projector on whitened query outputs, same function at the start, see
+`whiten_projector`), PROJ_MULT (fine-tuning stages train the projector at this multiple of
+the stage's LR, the rest at the LR). Run
 from the repository root after `vpgtrans world` has written runs/world-n2000-seed21 and
 runs/world-n100-seed12345.
 """
@@ -21,6 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+
+import vpgtrans.train
 from PIL import Image
 
 from vpgtrans.compare import ARMS, CompareConfig, arm_model, evaluate_point
@@ -59,6 +64,52 @@ def anchor_projector(model, processor, records, mode: str) -> None:
     model.language_projection.bias.copy_(fit.bias)
 
 
+class Whitening(torch.nn.Module):
+    def __init__(self, mean, transform):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("transform", transform)
+
+    def forward(self, x):
+        return (x - self.mean) @ self.transform
+
+
+@torch.no_grad()
+def whiten_projector(model, processor, records, eps: float) -> None:
+    """Reparametrise the projector on whitened query outputs (same function at the start), so
+    that Adam sees an input of identity covariance: the query outputs' covariance spans four
+    orders of magnitude. EPS regularises the smallest directions (times the mean variance)."""
+    chunk = records[:512]
+    pixels = processor.image_processor([Image.open(r.image).convert("RGB") for r in chunk], return_tensors="pt")
+    x = vpg_outputs(model, pixels["pixel_values"]).flatten(0, 1)
+    mean, cov = x.mean(0), torch.cov(x.T)
+    vals, vecs = torch.linalg.eigh(cov + eps * cov.diagonal().mean() * torch.eye(len(cov)))
+    transform, inverse = vecs @ torch.diag(vals ** -0.5) @ vecs.T, vecs @ torch.diag(vals ** 0.5) @ vecs.T
+    old = model.language_projection
+    new = torch.nn.Linear(old.in_features, old.out_features)
+    new.weight.copy_(old.weight @ inverse)
+    new.bias.copy_(old.bias + old.weight @ mean)
+    model.language_projection = torch.nn.Sequential(Whitening(mean, transform), new)
+
+
+STAGE_LR = {}
+_groups = vpgtrans.train.parameter_groups
+
+
+def projector_lr_groups(model, weight_decay):
+    """PROJ_MULT: the projector's groups at PROJ_MULT x the stage LR (fine-tuning stages)."""
+    mult = STAGE_LR["mult"]
+    groups = []
+    for group in _groups(model, weight_decay):
+        ids = {id(p) for p in model.language_projection.parameters()}
+        proj = [p for p in group["params"] if id(p) in ids]
+        rest = [p for p in group["params"] if id(p) not in ids]
+        groups += [dict(group, params=rest), dict(group, params=proj, lr=STAGE_LR["lr"] * mult)]
+    return [g for g in groups if g["params"]]
+
+
+vpgtrans.train.parameter_groups = projector_lr_groups
+
 dst, arm, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 data = "runs/world-n2000-seed21/captions.jsonl"
 config = CompareConfig(src=os.environ.get("SRC", "toy-blip2-opt-s"), dst=dst, data=data,
@@ -69,6 +120,8 @@ if ARMS[arm].projector == "fused":
     fit = ConverterFitConfig(method=os.environ.get("CONV", "ridge"))
     converter = fit_converter(config.src, dst, load_caption_data(data).captions(), fit)
 model, processor = arm_model(config, ARMS[arm], 0, converter)
+if os.environ.get("WHITEN"):
+    whiten_projector(model, processor, load_caption_data(data).records, float(os.environ["WHITEN"]))
 if os.environ.get("ANCHOR"):
     anchor_projector(model, processor, load_caption_data(data).records, os.environ["ANCHOR"])
 dataset = CaptionDataset(load_caption_data(data).records)
@@ -80,6 +133,7 @@ for k, spec in enumerate(sys.argv[4:]):
     kind, lr, epochs = spec.split(":")
     training = replace(config.training, lr=float(lr), warmup_lr_mult=1.0, seed=k)
     stage = warmup_stage(training, len(dataset)) if kind == "w" else finetune_stage(training, len(dataset))
+    STAGE_LR.update(lr=stage.lr, mult=1.0 if kind == "w" else float(os.environ.get("PROJ_MULT", "1")))
     stage = replace(stage, steps=int(epochs) * per_epoch, schedule="constant" if kind in "wF" else stage.schedule)
     workdir = Path(f"runs/probe/stage-{k}")
     shutil.rmtree(workdir, ignore_errors=True)
