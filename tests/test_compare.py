@@ -8,9 +8,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-import vpgtrans.compare_report
-
 import vpgtrans.compare
+import vpgtrans.compare_report
 from vpgtrans.compare import (ARMS, CompareConfig, CurvePoint, arm_model, evaluation_steps, orderings, run_compare,
                               speedup, summarise)
 from vpgtrans.converter import fit_converter
@@ -172,7 +171,7 @@ def test_compare_converter_choice_reaches_the_fused_arms(tmp_path, monkeypatch):
 
 
 def test_cli_help_names_every_arm(capsys):
-    # The CLI lists the arms by hand so that parsing arguments does not import torch; keep it whole.
+    # The CLI lists the arms and converter methods by hand so that parsing arguments does not import torch; keep them whole.
     from vpgtrans.cli import main
 
     with pytest.raises(SystemExit):
@@ -180,6 +179,10 @@ def test_cli_help_names_every_arm(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     listed = help_text.split("--arms ARMS comma list from: ")[1].split(" --")[0]
     assert set(listed.split(", ")) == set(ARMS)
+    from vpgtrans.cli import CONVERTER_CHOICES
+    from vpgtrans.converter import CONVERTER_METHODS
+
+    assert CONVERTER_CHOICES == CONVERTER_METHODS
 
 
 def test_cli_compare_flags_reach_the_config(tmp_path, monkeypatch, capsys):

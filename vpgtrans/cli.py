@@ -10,6 +10,9 @@ from pathlib import Path
 
 from .errors import VPGTransError
 
+# converter.CONVERTER_METHODS, repeated so that parsing arguments does not import torch (a test keeps them equal)
+CONVERTER_CHOICES = ("ridge", "paper")
+
 
 def _training_args(parser: argparse.ArgumentParser, stage_steps: tuple[str, ...]) -> None:
     """Training flags; every default is None so a recipe's value shows through unless a flag is given."""
@@ -113,7 +116,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         raise VPGTransError("compare needs --src, --dst, --data and --eval (or a recipe that declares them)")
     config = CompareConfig(
         src=src, dst=dst, data=data, eval=eval_dir, out=str(out), arms=tuple(args.arms.split(",")), seeds=args.seeds,
-        budget_epochs=args.budget_epochs or 10, budget_steps=args.budget_steps, evals_per_epoch=args.evals_per_epoch,
+        budget_epochs=args.budget_epochs or CompareConfig.budget_epochs, budget_steps=args.budget_steps, evals_per_epoch=args.evals_per_epoch,
         converter=args.converter or recipe.get("converter", "ridge"), training=_training_config(args, recipe),
         tfs_lrs=tuple(float(x) for x in args.tfs_lrs.split(",")) if args.tfs_lrs else (),
         eval_limit=args.eval_limit,
@@ -263,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", help="held-out miniature-world folder to score the result on (caption and VQA accuracy)")
     p.add_argument("--eval-limit", type=int, help="score at most this many captions and questions")
     p.add_argument("--out", help="run folder (default: runs/SRC-to-DST)")
-    p.add_argument("--converter", choices=["ridge", "paper"], help="converter fit (default: closed-form ridge)")
+    p.add_argument("--converter", choices=CONVERTER_CHOICES, help="converter fit (default: closed-form ridge)")
     p.add_argument("--prompt-scale", action="store_true",
                    help="rescale the fused projector to the source's soft-prompt / word-embedding ratio (docs/benchmarks.md)")
     _training_args(p, ("--stage1-steps", "--stage2-steps"))
@@ -285,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--budget-steps", type=int, help="optimizer steps per arm, warm-up included (instead of epochs)")
     p.add_argument("--evals-per-epoch", type=int, default=1,
                    help="evenly spaced evaluations per epoch (the end of the budget is always scored)")
-    p.add_argument("--converter", choices=["ridge", "paper"],
+    p.add_argument("--converter", choices=CONVERTER_CHOICES,
                    help="converter of the fused arms (default: closed-form ridge; the paper-converter arm always uses paper)")
     p.add_argument("--tfs-lrs", help="comma list of learning rates swept for TFS on seed 0 (best is used)")
     p.add_argument("--eval-limit", type=int, default=100, help="captions and questions scored per evaluation")
@@ -297,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dst", required=True, help="BLIP-2 or LLM folder, hub id or preset")
     p.add_argument("--data", help="captions to weight tokens by frequency (needed for --converter paper)")
     p.add_argument("--out", required=True, help="converter file (.safetensors)")
-    p.add_argument("--converter", choices=["ridge", "paper"], default="ridge")
+    p.add_argument("--converter", choices=CONVERTER_CHOICES, default="ridge")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-bad-samples", action="store_true")
     p.set_defaults(func=cmd_fit_converter)

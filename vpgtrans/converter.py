@@ -166,11 +166,14 @@ def position_pairs(
     return torch.tensor(src_all, dtype=torch.long), torch.tensor(dst_all, dtype=torch.long), batches, used
 
 
+CONVERTER_METHODS = ("ridge", "paper")  # closed-form ridge (ours); the paper's cosine-loss SGD
+
+
 @dataclass
 class ConverterFitConfig:
     """How to fit the converter."""
 
-    method: str = "ridge"  # "ridge" (ours) or "paper"
+    method: str = "ridge"  # one of CONVERTER_METHODS
     ridge: float = 1e-3
     frequency_floor: float = 1.0  # weight of a token that never occurs in the captions
     paper_lr: float = 5.0
@@ -240,7 +243,7 @@ def fit_converter(
         final = fit_cosine_sgd(xs[ps].float(), ys[pd].float(), batches, epochs, config.paper_lr, config.seed)
         probe, fit_pairs = final, len(ps)
     else:
-        raise VPGTransError(f"converter method {config.method!r} is not one of: ridge, paper")
+        raise VPGTransError(f"converter method {config.method!r} is not one of: {', '.join(CONVERTER_METHODS)}")
     final.report = ConverterReport(
         method=config.method,
         fit_pairs=fit_pairs,
