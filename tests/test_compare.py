@@ -10,8 +10,8 @@ import torch
 
 import vpgtrans.compare
 import vpgtrans.compare_report
-from vpgtrans.compare import (ARMS, CompareConfig, CurvePoint, arm_model, evaluation_steps, orderings, run_compare,
-                              speedup, summarise)
+from vpgtrans.compare import (ARMS, CompareConfig, CurvePoint, arm_model, evaluation_steps, late_peak_note, orderings,
+                              run_compare, speedup, summarise)
 from vpgtrans.converter import fit_converter
 from vpgtrans.errors import VPGTransError
 from vpgtrans.graft import load_blip2
@@ -39,6 +39,23 @@ def test_speedup_never_reached_and_ties():
     summary = summarise([2.0, None, 4.0])
     assert summary["mean"] == pytest.approx(3.0) and summary["never_reached"] == 1 and summary["per_seed"] == [2.0, None, 4.0]
     assert summarise([None])["mean"] is None
+
+
+def test_late_tfs_peak_is_flagged_and_each_seed_shown(tmp_path):
+    early = _curve([0.0, 0.5, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7])  # best at epoch 2 of 10
+    late = _curve([0.0, 0.5, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7, 0.75, 0.7, 0.7])  # best at epoch 8: the last fifth
+    assert late_peak_note([early, early], "caption") is None
+    note = late_peak_note([early, late], "caption")
+    assert note.startswith("TFS reached its best caption score in the last 20% of its 10-epoch budget on 1 of 2 seed(s)")
+    transfer = _curve([0.0, 0.6, 0.76, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
+    tying = _curve([0.0, 0.6, 0.7, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8])  # never beats seed 0's 0.8
+    results = {"speedup": {"caption": {u: summarise([None, 4.0]) for u in ("epoch", "samples", "seconds")}},
+               "curves": {arm: {str(s): [vars(p) for p in c] for s, c in enumerate(curves)}
+                          for arm, curves in (("tfs", [early, late]), ("vpgtrans", [tying, transfer]))}}
+    vpgtrans.compare_report.write_table(results, tmp_path / "results.md")
+    table = (tmp_path / "results.md").read_text()
+    assert "- caption attribute accuracy: e_TFS / e_VT per seed (epochs): 2 / never, 8 / 2\n" in table
+    assert "  - TFS reached its best caption score in the last 20%" in table
 
 
 def test_orderings_per_metric_and_seed():
@@ -124,6 +141,16 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
         run_compare(config)
     run_compare(config, resume=True)
     assert before == {p.name: p.stat().st_mtime for p in (tmp_path / "curves").iterdir()}
+    # an arm whose curve is gone trains again from the start, not from its stage checkpoints
+    lost = tmp_path / "curves" / "vpgtrans-seed1-lr0.001.json"
+    lost.unlink()
+    assert (tmp_path / "work" / "vpgtrans-1-0.001" / "finetune").is_dir()
+    run_compare(config, resume=True)
+
+    def untimed(points):  # everything but the measured seconds
+        return [{k: v for k, v in p.items() if k != "seconds"} for p in points]
+
+    assert untimed(json.loads(lost.read_text())["points"]) == untimed(saved["curves"]["vpgtrans"]["1"])
     # curves made another way are never mixed in
     with pytest.raises(VPGTransError, match=r"curves/tfs-seed0-lr0.001.json: .*differs in eval_limit"):
         run_compare(replace(config, arms=("tfs", "vpgtrans"), eval_limit=5), resume=True)

@@ -73,6 +73,7 @@ def test_report_on_a_run_and_a_comparison(run_dir, compare_dir, tmp_path, capsys
     assert tfs[2:6] == ["1/1", "0.8", "4", "400"] and tfs[6] == "4e+15" and tfs[-1] == "20 s"
     assert vt[2:6] == ["1/1", "0.8", "2", "200"] and vt[6] == "2e+15"
     assert _cells(md, "caption attribute accuracy")[1] == "2.0x ± 0.0"  # speed-up (epochs)
+    assert "Note: TFS reached its best caption score in the last 20% of its 5-epoch budget on 1 of 1 seed(s)" in md
     assert _cells(md, "tfs")[1:3] == ["500", "5e+15"]  # whole budget
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
     assert len(images) == 4 and all((out / name).stat().st_size > 1000 for name in images)

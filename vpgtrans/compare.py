@@ -124,7 +124,12 @@ def evaluation_steps(per_epoch: int, budget: int, evals_per_epoch: int) -> list[
 
 
 def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: WordConverter | None, workdir: Path) -> list[CurvePoint]:
-    """Train one arm for the budget, evaluating at `evaluation_steps` (and before training)."""
+    """Train one arm for the budget, evaluating at `evaluation_steps` (and before training).
+
+    Always from the start: an arm is resumed by its saved curve, never from a stage checkpoint
+    left in `workdir` (by an arm interrupted before its curve was saved, or whose curve was
+    deleted), since the evaluation points passed before that checkpoint cannot be recovered."""
+    shutil.rmtree(workdir, ignore_errors=True)
     training = replace(config.training, seed=seed, lr=lr, warmup_lr_mult=arm.warmup_lr_mult or 1.0,
                        checkpoint_every=10**9)
     model, processor = arm_model(config, arm, seed, converter)
@@ -160,11 +165,30 @@ def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: Wo
     return curve
 
 
+def tfs_best(tfs: list[CurvePoint], metric: str) -> CurvePoint:
+    """e_TFS: the first point (after the start) where TFS reaches its best score."""
+    return max(tfs[1:], key=lambda p: p.scores[metric])
+
+
 def speedup_points(tfs: list[CurvePoint], transfer: list[CurvePoint], metric: str) -> tuple[CurvePoint, CurvePoint | None]:
     """(e_TFS: the first point where TFS reaches its best, e_VT: the first transfer point
     beating that score, or None; a tie is not a win, as the paper says "beats")."""
-    best = max(tfs[1:], key=lambda p: p.scores[metric])  # first point reaching the maximum
+    best = tfs_best(tfs, metric)
     return best, next((p for p in transfer[1:] if p.scores[metric] > best.scores[metric]), None)
+
+
+LATE_PEAK_SHARE = 0.2  # of the budget: a TFS best this close to the end may not be TFS converged
+
+
+def late_peak_note(tfs_curves: list[list[CurvePoint]], metric: str) -> str | None:
+    """A warning when TFS peaks in the last fifth of its budget: it may not have converged, and
+    e_TFS, so the speed-up, then moves with the budget (docs/benchmarks.md, "How long TFS trains")."""
+    budget = tfs_curves[0][-1].epoch
+    late = sum(budget - tfs_best(c, metric).epoch <= LATE_PEAK_SHARE * budget for c in tfs_curves)
+    if not late:
+        return None
+    return (f"TFS reached its best {metric} score in the last {LATE_PEAK_SHARE:.0%} of its {budget:g}-epoch budget on {late} of "
+            f"{len(tfs_curves)} seed(s): it may still be improving, and a longer budget can change the speed-up")
 
 
 def speedup(tfs: list[CurvePoint], transfer: list[CurvePoint], metric: str, unit: str = "epoch") -> float | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from .compare import CurvePoint, late_peak_note, speedup_points
+
 METRIC_NAMES = {"caption": "caption attribute accuracy", "vqa": "VQA accuracy"}
 
 
@@ -25,6 +27,7 @@ def write_table(results: dict, path: Path) -> None:
         lines += ["", "| arm against TFS | " + " | ".join(f"speed-up on {METRIC_NAMES.get(m, m)} (epochs)" for m in results["speedup"]) + " |",
                   "|---|" + "---|" * len(results["speedup"])]
         lines += [f"| {arm} | " + " | ".join(_fmt(per_metric[m]) for m in results["speedup"]) + " |" for arm, per_metric in others.items()]
+    lines += ["", *_speedup_points_lines(results)]
     lines += ["", "| arm | metric | after epoch 1 | best | final |", "|---|---|---|---|---|"]
     for arm, per_seed in results["curves"].items():
         for metric in results["speedup"]:
@@ -43,6 +46,19 @@ def write_table(results: dict, path: Path) -> None:
         ]
         lines.append(f"- {text} ({' vs '.join(check['arms'])}, epoch {check['epoch']}): " + "; ".join(verdicts))
     path.write_text("\n".join(lines) + "\n")
+
+
+def _speedup_points_lines(results: dict) -> list[str]:
+    """Per metric, where each seed's e_TFS and e_VT fell, and a warning when TFS peaked late."""
+    curves = {arm: [[CurvePoint(**p) for p in c] for c in results["curves"][arm].values()] for arm in ("tfs", "vpgtrans")}
+    lines = []
+    for metric in results["speedup"]:
+        pairs = [speedup_points(tfs, transfer, metric) for tfs, transfer in zip(curves["tfs"], curves["vpgtrans"])]
+        seeds = ", ".join(f"{best.epoch:.3g} / {'never' if reached is None else f'{reached.epoch:.3g}'}" for best, reached in pairs)
+        lines.append(f"- {METRIC_NAMES.get(metric, metric)}: e_TFS / e_VT per seed (epochs): {seeds}")
+        note = late_peak_note(curves["tfs"], metric)
+        lines += [f"  - {note}"] if note else []
+    return lines
 
 
 def write_plots(results: dict, folder: Path) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpointing import write_text_atomic
-from .compare import CurvePoint, speedup_points
+from .compare import CurvePoint, late_peak_note, speedup_points
 from .compare_report import METRIC_NAMES, _fmt
 from .costs import DEFAULT_MFU, GPUS, gpu_hours
 from .errors import VPGTransError
@@ -182,6 +182,8 @@ def compare_section(folder: Path, prefix: str, pricing: Pricing) -> list[Block]:
     blocks += ["TFS against VPGTrans, mean over the seeds where the point exists:",
                (["metric", "arm", "seeds", "target score", "epochs", "samples", *_cost_header(pricing),
                  "wall time (measured)"], rows)]
+    notes = [late_peak_note(list(curves["tfs"].values()), metric) for metric in results["speedup"]]
+    blocks += [f"Note: {note}." for note in notes if note]
     budget = []
     for arm, per_seed in curves.items():
         last = [c[-1] for c in per_seed.values()]

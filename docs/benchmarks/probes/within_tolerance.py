@@ -1,0 +1,44 @@
+"""Exploratory reading (not part of the library) of committed `vpgtrans compare` results: the
+speed-up to within DELTA of TFS's best, a reading less at the mercy of evaluation noise than
+the paper's e_TFS / e_VT.
+
+    python docs/benchmarks/probes/within_tolerance.py FOLDER... [--metric caption] [--deltas 0,0.005,0.01,0.02]
+
+For each seed the target is T = (TFS's best score) - DELTA; e_TFS is the first point at which
+TFS reaches T, e_VT the first at which VPGTrans reaches T. DELTA = 0 is the paper's reading,
+except that a tie counts as reached. Prints per seed e_TFS / e_VT = ratio, and the mean.
+"""
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+
+def first_reaching(curve: list[dict], metric: str, target: float) -> float | None:
+    return next((p["epoch"] for p in curve[1:] if p["scores"][metric] >= target), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--metric", default="caption")
+    parser.add_argument("--deltas", default="0,0.005,0.01,0.02")
+    args = parser.parse_args()
+    for folder in args.folders:
+        curves = json.loads((folder / "results.json").read_text())["curves"]
+        for delta in map(float, args.deltas.split(",")):
+            cells, ratios = [], []
+            for seed, tfs in curves["tfs"].items():
+                target = max(p["scores"][args.metric] for p in tfs[1:]) - delta
+                e_tfs = first_reaching(tfs, args.metric, target)
+                e_vt = first_reaching(curves["vpgtrans"][seed], args.metric, target)
+                ratio = e_tfs / e_vt if e_vt else None
+                ratios += [ratio] if ratio else []
+                cells.append(f"{e_tfs:g} / {'never' if e_vt is None else f'{e_vt:g}'} = {ratio:.2f}" if ratio else f"{e_tfs:g} / never")
+            mean = f"{statistics.fmean(ratios):.1f}x" if ratios else "never reached"
+            print(f"{folder.name}  delta {delta:g}: {mean}  ({'; '.join(cells)})")
+
+
+if __name__ == "__main__":
+    main()
