@@ -165,6 +165,12 @@ def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: Wo
     return curve
 
 
+def results_curves(results: dict) -> dict[str, dict[str, list[CurvePoint]]]:
+    """The curves of a results.json (as written by `run_compare`), per arm and seed."""
+    return {arm: {seed: [CurvePoint(**p) for p in c] for seed, c in per_seed.items()}
+            for arm, per_seed in results["curves"].items()}
+
+
 def tfs_best(tfs: list[CurvePoint], metric: str) -> CurvePoint:
     """e_TFS: the first point (after the start) where TFS reaches its best score."""
     return max(tfs[1:], key=lambda p: p.scores[metric])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .compare import CurvePoint, late_peak_note, speedup_points
+from .compare import late_peak_note, results_curves, speedup_points
 
 METRIC_NAMES = {"caption": "caption attribute accuracy", "vqa": "VQA accuracy"}
 
@@ -50,13 +50,13 @@ def write_table(results: dict, path: Path) -> None:
 
 def _speedup_points_lines(results: dict) -> list[str]:
     """Per metric, where each seed's e_TFS and e_VT fell, and a warning when TFS peaked late."""
-    curves = {arm: [[CurvePoint(**p) for p in c] for c in results["curves"][arm].values()] for arm in ("tfs", "vpgtrans")}
+    curves = results_curves(results)
     lines = []
     for metric in results["speedup"]:
-        pairs = [speedup_points(tfs, transfer, metric) for tfs, transfer in zip(curves["tfs"], curves["vpgtrans"])]
+        pairs = [speedup_points(curves["tfs"][s], curves["vpgtrans"][s], metric) for s in curves["tfs"]]
         seeds = ", ".join(f"{best.epoch:.3g} / {'never' if reached is None else f'{reached.epoch:.3g}'}" for best, reached in pairs)
         lines.append(f"- {METRIC_NAMES.get(metric, metric)}: e_TFS / e_VT per seed (epochs): {seeds}")
-        note = late_peak_note(curves["tfs"], metric)
+        note = late_peak_note(list(curves["tfs"].values()), metric)
         lines += [f"  - {note}"] if note else []
     return lines
 

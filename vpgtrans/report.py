@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpointing import write_text_atomic
-from .compare import CurvePoint, late_peak_note, speedup_points
+from .compare import CurvePoint, late_peak_note, results_curves, speedup_points
 from .compare_report import METRIC_NAMES, _fmt
 from .costs import DEFAULT_MFU, GPUS, gpu_hours
 from .errors import VPGTransError
@@ -161,8 +161,7 @@ def compare_section(folder: Path, prefix: str, pricing: Pricing) -> list[Block]:
     """A results.json folder: speed-up, cost to reach TFS's best, whole budgets, curves, bars."""
     results = json.loads((folder / "results.json").read_text())
     config = results.get("config", {})
-    curves = {arm: {seed: [CurvePoint(**p) for p in c] for seed, c in per_seed.items()}
-              for arm, per_seed in results["curves"].items()}
+    curves = results_curves(results)
     blocks: list[Block] = [f"## Comparison `{folder}`", f"{config.get('src', '')} → {config.get('dst', '')}, "
                            f"{len(curves['tfs'])} seed(s). Speed-up as the paper defines it (e_TFS / e_VT):"]
     blocks.append((["metric", "speed-up (epochs)", "speed-up (samples)", "speed-up (seconds)"],

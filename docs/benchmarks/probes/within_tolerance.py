@@ -14,9 +14,11 @@ import json
 import statistics
 from pathlib import Path
 
+from vpgtrans.compare import CurvePoint, results_curves, tfs_best
 
-def first_reaching(curve: list[dict], metric: str, target: float) -> float | None:
-    return next((p["epoch"] for p in curve[1:] if p["scores"][metric] >= target), None)
+
+def first_reaching(curve: list[CurvePoint], metric: str, target: float) -> float | None:
+    return next((p.epoch for p in curve[1:] if p.scores[metric] >= target), None)
 
 
 def main() -> None:
@@ -26,16 +28,18 @@ def main() -> None:
     parser.add_argument("--deltas", default="0,0.005,0.01,0.02")
     args = parser.parse_args()
     for folder in args.folders:
-        curves = json.loads((folder / "results.json").read_text())["curves"]
+        curves = results_curves(json.loads((folder / "results.json").read_text()))
         for delta in map(float, args.deltas.split(",")):
             cells, ratios = [], []
             for seed, tfs in curves["tfs"].items():
-                target = max(p["scores"][args.metric] for p in tfs[1:]) - delta
+                target = tfs_best(tfs, args.metric).scores[args.metric] - delta
                 e_tfs = first_reaching(tfs, args.metric, target)
                 e_vt = first_reaching(curves["vpgtrans"][seed], args.metric, target)
-                ratio = e_tfs / e_vt if e_vt else None
-                ratios += [ratio] if ratio else []
-                cells.append(f"{e_tfs:g} / {'never' if e_vt is None else f'{e_vt:g}'} = {ratio:.2f}" if ratio else f"{e_tfs:g} / never")
+                if e_vt is None:
+                    cells.append(f"{e_tfs:g} / never")
+                else:
+                    ratios.append(e_tfs / e_vt)
+                    cells.append(f"{e_tfs:g} / {e_vt:g} = {ratios[-1]:.2f}")
             mean = f"{statistics.fmean(ratios):.1f}x" if ratios else "never reached"
             print(f"{folder.name}  delta {delta:g}: {mean}  ({'; '.join(cells)})")
 
