@@ -12,7 +12,9 @@ import vpgtrans.compare
 import vpgtrans.compare_report
 from vpgtrans.compare import (ARMS, CompareConfig, CurvePoint, arm_model, evaluation_steps, late_peak_note, orderings,
                               run_compare, speedup, summarise)
+from vpgtrans.benchmarks import corpus_cider
 from vpgtrans.converter import fit_converter
+from vpgtrans.evaluate import EvalResult
 from vpgtrans.errors import VPGTransError
 from vpgtrans.graft import load_blip2
 from vpgtrans.transfer import TrainingConfig
@@ -60,8 +62,8 @@ def test_late_tfs_peak_is_flagged_and_each_seed_shown(tmp_path):
 
 def test_orderings_per_metric_and_seed():
     def arm(*per_seed):  # per seed: (caption, vqa) after epoch 1
-        return {s: [CurvePoint(0, 0, 0, 0.0, {"caption": 0.0, "vqa": 0.0}),
-                    CurvePoint(1, 10, 100, 1.0, {"caption": c, "vqa": v})] for s, (c, v) in enumerate(per_seed)}
+        return {s: [CurvePoint(0, 0, 0, 0.0, {"caption": 0.0, "cider": 0.0, "vqa": 0.0}),
+                    CurvePoint(1, 10, 100, 1.0, {"caption": c, "cider": 100 * c, "vqa": v})] for s, (c, v) in enumerate(per_seed)}
 
     curves = {"vpgtrans": arm((0.5, 0.40), (0.5, 0.40), (0.3, 0.40)),
               "random-warmup": arm((0.4, 0.45), (0.4, 0.45), (0.35, 0.35)),
@@ -73,6 +75,24 @@ def test_orderings_per_metric_and_seed():
     assert check["caption"]["holds"] and check["caption"]["seeds_holding"] == 2
     assert check["caption"]["means"] == pytest.approx([1.3 / 3, 1.15 / 3])
     assert not check["vqa"]["holds"] and check["vqa"]["seeds_holding"] == 1
+
+
+def test_evaluation_point_scores_the_captions_cider(monkeypatch):
+    references = ["a red circle at the top", "a small blue square on the left", "a large green cross in the center"]
+
+    def scored(captions):
+        predictions = [{"image": f"images/{i}.png", "caption": c, "reference": r}
+                       for i, (c, r) in enumerate(zip(captions, references))]
+        monkeypatch.setattr(vpgtrans.compare, "world_caption_accuracy",
+                            lambda *args: EvalResult("toy-caption", 0.5, 3, predictions, {"colour": 0.5}))
+        monkeypatch.setattr(vpgtrans.compare, "world_vqa_accuracy", lambda *args: EvalResult("toy-vqa", 0.25, 3))
+        return vpgtrans.compare.evaluate_point(torch.nn.Identity(), None, "world", 3)
+
+    perfect = scored(references)
+    assert perfect == {"caption": 0.5, "cider": pytest.approx(1000.0), "vqa": 0.25, "caption_colour": 0.5}
+    wrong = ["a red circle at the bottom", "a small blue square on the left", "a green green cross"]
+    expected, _ = corpus_cider(dict(enumerate(wrong)), {i: (r,) for i, r in enumerate(references)})
+    assert scored(wrong)["cider"] == pytest.approx(expected) and 0 < expected < 1000.0
 
 
 def test_each_arm_starts_where_it_should(zoo, tmp_path):
@@ -106,7 +126,8 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
     results = run_compare(config)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["speedup"] == json.loads(json.dumps(results["speedup"]))
-    for metric in ("caption", "vqa"):
+    assert set(saved["speedup"]) == {"caption", "cider", "vqa"}
+    for metric in ("caption", "cider", "vqa"):
         for unit in ("epoch", "samples", "seconds"):
             entry = saved["speedup"][metric][unit]
             assert set(entry) == {"mean", "std", "per_seed", "never_reached"} and len(entry["per_seed"]) == 2
@@ -151,7 +172,13 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
         return [{k: v for k, v in p.items() if k != "seconds"} for p in points]
 
     assert untimed(json.loads(lost.read_text())["points"]) == untimed(saved["curves"]["vpgtrans"]["1"])
-    # curves made another way are never mixed in
+    # curves made another way are never mixed in, nor curves saved before a metric was recorded
+    old = json.loads(lost.read_text())
+    for point in old["points"]:
+        del point["scores"]["cider"]
+    lost.write_text(json.dumps(old))
+    with pytest.raises(VPGTransError, match=r"vpgtrans-seed1-lr0.001.json: saved before metric\(s\) cider were recorded"):
+        run_compare(config, resume=True)
     with pytest.raises(VPGTransError, match=r"curves/tfs-seed0-lr0.001.json: .*differs in eval_limit"):
         run_compare(replace(config, arms=("tfs", "vpgtrans"), eval_limit=5), resume=True)
 
@@ -184,7 +211,7 @@ def test_compare_converter_choice_reaches_the_fused_arms(tmp_path, monkeypatch):
 
     def fake_run_arm(config, arm, seed, lr, converter, workdir):
         used[workdir.name.rsplit("-", 2)[0]] = converter
-        return [CurvePoint(e, e, e, float(e), {"caption": 0.1 * e, "vqa": 0.1}) for e in range(3)]
+        return [CurvePoint(e, e, e, float(e), {"caption": 0.1 * e, "cider": 10.0 * e, "vqa": 0.1}) for e in range(3)]
 
     monkeypatch.setattr(vpgtrans.compare, "run_arm", fake_run_arm)
     monkeypatch.setattr(vpgtrans.compare_report, "write_plots", lambda results, out: None)

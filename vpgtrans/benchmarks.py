@@ -357,11 +357,11 @@ def score(
     result: dict[str, Any] = {"task": task, "n": len(preds), "n_annotated": len(refs)}
     if spec.is_caption:
         result["metric"] = "CIDEr"
-        result["score"], scores = _cider(preds, {k: refs[k].references for k in preds})
+        result["score"], scores = corpus_cider(preds, {k: refs[k].references for k in preds})
         domains = sorted({refs[k].domain for k in preds if refs[k].domain})
         if domains:
             result["domains"] = {
-                d: _cider({k: preds[k] for k in preds if refs[k].domain == d},
+                d: corpus_cider({k: preds[k] for k in preds if refs[k].domain == d},
                           {k: refs[k].references for k in preds if refs[k].domain == d})[0]
                 for d in domains}
     else:
@@ -375,7 +375,7 @@ def score(
     return result
 
 
-def _cider(preds: dict[str, str], refs: dict[str, tuple[str, ...]]) -> tuple[float, dict[str, float]]:
+def corpus_cider(preds: dict[str, str], refs: dict[str, tuple[str, ...]]) -> tuple[float, dict[str, float]]:
     """CIDEr-D x100 with pycocoevalcap's tokenisation of references and candidates."""
     corpus, per_id = cider_d(ptb_tokenize(refs), ptb_tokenize({k: [preds[k]] for k in refs}))
     return 100.0 * corpus, {k: 100.0 * v for k, v in per_id.items()}

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .checkpointing import differing_keys, write_text_atomic
+from .benchmarks import corpus_cider
 from .converter import CONVERTER_METHODS, ConverterFitConfig, WordConverter, fit_converter
 from .costs import device_name, stage_flops
 from .data import CaptionDataset, load_caption_data
@@ -28,7 +29,10 @@ from .graft import reinitialise_vpg
 from .train import make_accelerator, train_stage
 from .transfer import TrainingConfig, collator_for, finetune_stage, initialise, steps_per_epoch, warmup_stage
 
-METRICS = ("caption", "vqa")
+METRICS = ("caption", "cider", "vqa")
+# The TFS learning-rate sweep ranks by the mean best score of these (both in [0, 1]; CIDEr's
+# x100 scale would swamp them, and the reference runs were swept this way before it was added).
+SWEEP_METRICS = ("caption", "vqa")
 
 
 @dataclass(frozen=True)
@@ -95,12 +99,16 @@ class CurvePoint:
 
 
 def evaluate_point(model, processor, folder: str, limit: int | None) -> dict[str, float]:
-    """The miniature world's two metrics on the held-out folder, and the caption accuracy of
-    each attribute kind (`caption_colour`, ...; recorded, not used for speed-ups)."""
+    """The miniature world's metrics on the held-out folder: caption attribute accuracy, the
+    same captions' CIDEr-D x100 (the paper's caption metric) and VQA accuracy; and the caption
+    accuracy of each attribute kind (`caption_colour`, ...; recorded, not used for speed-ups)."""
     model.eval()
     caption = world_caption_accuracy(model, processor, folder, limit)
+    cider, _ = corpus_cider({p["image"]: p["caption"] for p in caption.predictions},
+                            {p["image"]: (p["reference"],) for p in caption.predictions})
     return {
         "caption": caption.score,
+        "cider": cider,
         "vqa": world_vqa_accuracy(model, processor, folder, limit).score,
         **{f"caption_{kind}": value for kind, value in caption.parts.items()},
     }
@@ -244,7 +252,12 @@ def _load_or_run(config: CompareConfig, name: str, seed: int, lr: float, convert
             changed = differing_keys(previous, settings)
             raise VPGTransError(f"{path}: saved by a compare with other settings (differs in {', '.join(changed)}); "
                                 "pass --overwrite to start afresh or choose another --out")
-        return [CurvePoint(**p) for p in saved["points"]]
+        points = [CurvePoint(**p) for p in saved["points"]]
+        missing = [m for m in METRICS if any(m not in p.scores for p in points)]
+        if missing:
+            raise VPGTransError(f"{path}: saved before metric(s) {', '.join(missing)} were recorded; "
+                                "pass --overwrite to start afresh or choose another --out")
+        return points
     arm = ARMS[name]
     method = arm.converter or config.converter
     if arm.projector == "fused" and method not in converters:
@@ -282,7 +295,7 @@ def run_compare(config: CompareConfig, resume: bool = False, overwrite: bool = F
     if config.tfs_lrs:
         for lr in config.tfs_lrs:
             curve = _load_or_run(config, "tfs", 0, lr, converters)
-            sweep[lr] = statistics.fmean(max(p.scores[m] for p in curve) for m in METRICS)
+            sweep[lr] = statistics.fmean(max(p.scores[m] for p in curve) for m in SWEEP_METRICS)
         tfs_lr = max(sweep, key=sweep.get)
     curves: dict[str, dict[int, list[CurvePoint]]] = {}
     for name in config.arms:

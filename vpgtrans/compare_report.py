@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .compare import late_peak_note, results_curves, speedup_points
 
-METRIC_NAMES = {"caption": "caption attribute accuracy", "vqa": "VQA accuracy"}
+METRIC_NAMES = {"caption": "caption attribute accuracy", "cider": "caption CIDEr-D x100", "vqa": "VQA accuracy"}
 
 
 def _fmt(summary: dict) -> str:
