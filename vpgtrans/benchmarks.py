@@ -362,7 +362,7 @@ def score(
         if domains:
             result["domains"] = {
                 d: corpus_cider({k: preds[k] for k in preds if refs[k].domain == d},
-                          {k: refs[k].references for k in preds if refs[k].domain == d})[0]
+                                {k: refs[k].references for k in preds if refs[k].domain == d})[0]
                 for d in domains}
     else:
         scores = {k: 100.0 * spec.answer_accuracy(preds[k], refs[k]) for k in preds}

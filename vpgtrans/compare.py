@@ -18,8 +18,8 @@ import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .checkpointing import differing_keys, write_text_atomic
 from .benchmarks import corpus_cider
+from .checkpointing import differing_keys, write_text_atomic
 from .converter import CONVERTER_METHODS, ConverterFitConfig, WordConverter, fit_converter
 from .costs import device_name, stage_flops
 from .data import CaptionDataset, load_caption_data
