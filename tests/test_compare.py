@@ -10,12 +10,12 @@ import torch
 
 import vpgtrans.compare
 import vpgtrans.compare_report
+from vpgtrans.benchmarks import corpus_cider
 from vpgtrans.compare import (ARMS, CompareConfig, CurvePoint, arm_model, evaluation_steps, late_peak_note, orderings,
                               run_compare, speedup, summarise)
-from vpgtrans.benchmarks import corpus_cider
 from vpgtrans.converter import fit_converter
-from vpgtrans.evaluate import EvalResult
 from vpgtrans.errors import VPGTransError
+from vpgtrans.evaluate import EvalResult
 from vpgtrans.graft import load_blip2
 from vpgtrans.transfer import TrainingConfig
 
