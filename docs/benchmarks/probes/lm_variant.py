@@ -2,7 +2,7 @@
 changed, to ask which difference between the zoo's LMs makes a destination slow to read a
 soft prompt.
 
-    python docs/benchmarks/probes/lm_variant.py OUT {opt,llama} TOKENIZER_FOLDER [--like NAME] [--set KEY=JSON ...]
+    python docs/benchmarks/probes/lm_variant.py OUT {opt,llama} TOKENIZER_FOLDER [--like NAME] [--steps N] [--set KEY=JSON ...]
 
 Same texts, steps and size (the `toy-llama` entry of recipes/toy/zoo.toml, or --like's) and seed as the zoo;
 ARCH picks the OPT or LLaMA config, TOKENIZER_FOLDER the tokenizer (checkpoints/toy-opt-l:
@@ -31,6 +31,7 @@ parser.add_argument("arch", choices=["opt", "llama"])
 parser.add_argument("tokenizer")
 parser.add_argument("--like", default="toy-llama", help="the zoo.toml LM entry whose size and steps to use")
 parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
+parser.add_argument("--steps", type=int, help="pretraining steps (default: the --like entry's)")
 args = parser.parse_args()
 cfg = tomllib.loads(Path("recipes/toy/zoo.toml").read_text())
 seed, pre, spec = cfg["seed"], cfg["lm_pretraining"], cfg["lms"][args.like]
@@ -46,7 +47,7 @@ for item in args.set:
 torch.manual_seed(seed)
 model = AutoModelForCausalLM.from_config(config)
 started = time.time()
-build_zoo.pretrain_lm(model, tokenizer, texts[: pre["texts"]], spec["steps"], pre, seed)
+build_zoo.pretrain_lm(model, tokenizer, texts[: pre["texts"]], args.steps or spec["steps"], pre, seed)
 perplexity = build_zoo.perplexity(model, tokenizer, texts[pre["texts"] :], pre["max_tokens"])
 model.eval().save_pretrained(args.out)
 tokenizer.save_pretrained(args.out)

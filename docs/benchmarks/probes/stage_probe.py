@@ -6,7 +6,8 @@ a sequence of stages and print caption accuracy on the held-out world after ever
 ARM is a `vpgtrans compare` arm (its initialisation only: fused/random projector, inherited or
 fresh VPG); each STAGE is KIND:LR:EPOCHS with KIND `w` (projector only, constant LR), `f`
 (stage-2 modules, cosine to half LR) or `F` (stage-2 modules, constant LR). Environment: SRC
-(source, default toy-blip2-opt-s), CONV (converter, default ridge), ANCHOR (`position`,
+(source, default toy-blip2-opt-s), CONV (converter, default ridge), CONV_FILE (a saved
+converter to use instead, e.g. from reading_converter.py), ANCHOR (`position`,
 `position-stop` or `mean`: replace the arm's projector by a ridge fit of the query outputs to
 the destination's embeddings of the training captions' tokens, see `anchor_projector`), WHITEN
 (EPS: train the projector on whitened query outputs, same function at the start, see
@@ -29,7 +30,7 @@ import vpgtrans.train
 from PIL import Image
 
 from vpgtrans.compare import ARMS, CompareConfig, arm_model, evaluate_point
-from vpgtrans.converter import ConverterFitConfig, fit_converter, fit_ridge
+from vpgtrans.converter import ConverterFitConfig, WordConverter, fit_converter, fit_ridge
 from vpgtrans.data import CaptionDataset, load_caption_data
 from vpgtrans.prompt_scale import vpg_outputs
 from vpgtrans.train import make_accelerator, train_stage
@@ -118,7 +119,8 @@ config = CompareConfig(src=os.environ.get("SRC", "toy-blip2-opt-s"), dst=dst, da
 converter = None
 if ARMS[arm].projector == "fused":
     fit = ConverterFitConfig(method=os.environ.get("CONV", "ridge"))
-    converter = fit_converter(config.src, dst, load_caption_data(data).captions(), fit)
+    converter = (WordConverter.load(os.environ["CONV_FILE"]) if os.environ.get("CONV_FILE")
+                 else fit_converter(config.src, dst, load_caption_data(data).captions(), fit))
 model, processor = arm_model(config, ARMS[arm], 0, converter)
 if os.environ.get("WHITEN"):
     whiten_projector(model, processor, load_caption_data(data).records, float(os.environ["WHITEN"]))
