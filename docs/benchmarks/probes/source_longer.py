@@ -2,14 +2,16 @@
 
     python docs/benchmarks/probes/source_longer.py STEPS LR OUT
 
-Trains checkpoints/toy-blip2-opt-s's Q-Former, queries and projector STEPS more steps (batch
-64, cosine to 0.1 x LR) on the zoo's 20,000 source scenes (seed 2), scores caption accuracy
-on the zoo's 300 held-out scenes (seed 12345) before and after, and saves OUT/model, a source
-for `SRC=OUT/model stage_probe.py ...`. Run from the repository root.
+Trains checkpoints/toy-blip2-opt-s's Q-Former, queries and projector STEPS more steps (cosine
+to 0.1 x LR) on the scenes and batch size its captioning stage used (`source_blip2` in
+recipes/toy/zoo.toml), scores caption accuracy on the zoo's held-out scenes before and after,
+and saves OUT/model, a source for `SRC=OUT/model stage_probe.py ...`. Run from the repository
+root.
 """
 
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 from vpgtrans import world
@@ -20,14 +22,16 @@ from vpgtrans.train import FINETUNE_TRAINABLE, StageConfig, make_accelerator, tr
 from vpgtrans.transfer import TrainingConfig, collator_for, save_model
 
 steps, lr, out = int(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
-wcfg = world.WorldConfig(image_size=32, min_objects=1, max_objects=3)  # recipes/toy/zoo.toml
+cfg = tomllib.loads(Path("recipes/toy/zoo.toml").read_text())
+spec, wcfg = cfg["source_blip2"], world.WorldConfig(image_size=cfg["image_size"], **cfg["world"])
 train, heldout = out / "train", out / "heldout"
-world.write_dataset(train, 20000, 2, wcfg)
-world.write_dataset(heldout, 300, 12345, wcfg)
+world.write_dataset(train, spec["train_images"], cfg["seed"] + 2, wcfg)  # build_zoo.py's source scenes
+world.write_dataset(heldout, cfg["evaluation"]["heldout_images"], cfg["evaluation"]["seed"], wcfg)
 blip2, processor = load_blip2("checkpoints/toy-blip2-opt-s")
 print(f"before: caption accuracy {world_caption_accuracy(blip2, processor, heldout).score:.3f}", flush=True)
 stage = StageConfig(name="source", trainable=FINETUNE_TRAINABLE, steps=steps, lr=lr, schedule="cosine",
-                    min_lr_ratio=0.1, batch_size=64, seed=1, checkpoint_every=steps, dropout_in=("qformer",))
+                    min_lr_ratio=0.1, batch_size=spec["batch_size"], seed=1, checkpoint_every=steps,
+                    dropout_in=("qformer",))
 started = time.time()
 dataset = CaptionDataset(load_caption_data(train / "captions.jsonl").records)
 train_stage(make_accelerator(), blip2, dataset, collator_for(processor, blip2, TrainingConfig()), stage, out / "ckpt")
