@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from vpgtrans.cli import main
+from vpgtrans.cli import _recipe, _training_config, build_parser, main
 
 
 def _transfer(zoo, out, *extra, data=None):
@@ -33,6 +33,12 @@ def test_transfer_with_prompt_scale_records_the_factor(zoo, tmp_path):
     assert _transfer(zoo, tmp_path / "run", "--prompt-scale") == 0
     graft = json.loads((tmp_path / "run" / "run.json").read_text())["graft"]
     assert graft["projector_init"] == "fused" and graft["prompt_scale"] > 0 and graft["prompt_scale"] != 1.0
+
+
+@pytest.mark.parametrize("flags, epochs", [([], 2.0), (["--stage1-epochs", "1"], 1.0)])
+def test_recipe_warmup_length_unless_a_flag_says(flags, epochs):
+    args = build_parser().parse_args(["compare", "--recipe", "toy-tat", *flags])
+    assert _training_config(args, _recipe("toy-tat")).stage1_epochs == epochs
 
 
 def test_transfer_then_caption(zoo, tmp_path, capsys):

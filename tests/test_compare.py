@@ -172,6 +172,14 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
         return [{k: v for k, v in p.items() if k != "seconds"} for p in points]
 
     assert untimed(json.loads(lost.read_text())["points"]) == untimed(saved["curves"]["vpgtrans"]["1"])
+    # a curve saved before a training setting existed ran with its default, and still resumes
+    tfs = tmp_path / "curves" / "tfs-seed0-lr0.001.json"
+    saved_tfs = json.loads(tfs.read_text())
+    del saved_tfs["settings"]["training"]["stage1_epochs"]
+    tfs.write_text(json.dumps(saved_tfs))
+    run_compare(config, resume=True)
+    with pytest.raises(VPGTransError, match=r"curves/tfs-seed0-lr0.001.json: .*differs in training"):
+        run_compare(replace(config, training=replace(config.training, stage1_epochs=2.0)), resume=True)
     # curves made another way are never mixed in, nor curves saved before a metric was recorded
     old = json.loads(lost.read_text())
     for point in old["points"]:
@@ -202,6 +210,12 @@ def test_budget_in_steps_scored_within_epochs(zoo, tmp_path):
         assert [p["samples"] for p in points] == [0, 32, 48, 64, 80]
     with pytest.raises(VPGTransError, match="leaves nothing after the warm-up of 3"):
         run_compare(replace(config, budget_steps=3), overwrite=True)
+    # the reference arm warms up for the recipe's stage1_epochs; warmup-2-epochs for two, whatever it says
+    longer = replace(config, budget_steps=6, training=replace(config.training, stage1_epochs=2.0))
+    with pytest.raises(VPGTransError, match="leaves nothing after the warm-up of 6"):
+        run_compare(longer, overwrite=True)
+    with pytest.raises(VPGTransError, match="leaves nothing after the warm-up of 6"):
+        run_compare(replace(config, budget_steps=6, arms=("tfs", "vpgtrans", "warmup-2-epochs")), overwrite=True)
 
 
 def test_compare_converter_choice_reaches_the_fused_arms(tmp_path, monkeypatch):

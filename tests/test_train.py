@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from vpgtrans.data import CaptionDataset, load_caption_data
 from vpgtrans.train import FINETUNE_TRAINABLE, WARMUP_TRAINABLE, StageConfig, lr_factor, make_accelerator, train_stage
-from vpgtrans.transfer import TrainingConfig, TransferConfig, collator_for, initialise, run_transfer
+from vpgtrans.transfer import TrainingConfig, TransferConfig, collator_for, initialise, run_transfer, warmup_stage
 
 
 def _train(zoo, tmp_path, stage: StageConfig):
@@ -46,6 +46,16 @@ def test_schedules():
     assert cosine(0) == pytest.approx(1.0) and cosine(50) == pytest.approx(0.75) and cosine(100) == pytest.approx(0.5)
     constant = lr_factor(StageConfig(name="s", trainable=(), steps=100, lr=1.0))
     assert constant(0) == constant(99) == 1.0
+
+
+@pytest.mark.parametrize("settings, steps", [
+    ({}, 3),  # the paper's one epoch: 48 samples at batch 16
+    ({"stage1_epochs": 2.0}, 6),
+    ({"stage1_epochs": 1.5}, 5),  # a partial epoch rounds up
+    ({"stage1_epochs": 2.0, "stage1_steps": 4}, 4),  # an explicit step count wins
+])
+def test_warmup_length(settings, steps):
+    assert warmup_stage(TrainingConfig(batch_size=16, **settings), 48).steps == steps
 
 
 class Crash(Exception):

@@ -18,7 +18,8 @@ def _training_args(parser: argparse.ArgumentParser, stage_steps: tuple[str, ...]
     """Training flags; every default is None so a recipe's value shows through unless a flag is given."""
     group = parser.add_argument_group("training (defaults: the recipe's, else these)")
     for flag in stage_steps:
-        group.add_argument(flag, type=int, help="optimizer steps (default: one epoch for warm-up, --stage2-epochs for fine-tuning)")
+        group.add_argument(flag, type=int, help="optimizer steps (default: --stage1-epochs for warm-up, --stage2-epochs for fine-tuning)")
+    group.add_argument("--stage1-epochs", type=float, help="warm-up length when no step count is given (paper: 1)")
     group.add_argument("--stage2-epochs", type=float, help="fine-tuning length when no step count is given (5)")
     group.add_argument("--batch-size", type=int, help="per-device micro-batch (64)")
     group.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (1)")
@@ -281,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: runs/compare)")
     p.add_argument("--arms", default="tfs,vpgtrans", help="comma list from: tfs, vpgtrans, inherit-no-warmup, "
                    "fused-no-warmup, warmup-1x, warmup-10x, random-warmup, paper-converter, prompt-scale, "
-                   "warmup-2-epochs")
+                   "warmup-2-epochs, warmup-3-epochs")
     p.add_argument("--seeds", type=int, default=3)
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget-epochs", type=int, help="epochs of DATA per arm, warm-up included (default 10)")

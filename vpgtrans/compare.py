@@ -44,7 +44,7 @@ class Arm:
     warmup_lr_mult: float | None  # None: no warm-up stage
     converter: str | None = None  # None: the compare's converter (CompareConfig.converter)
     prompt_scale: bool = False  # fused projector sized to the source's soft-prompt scale
-    warmup_epochs: int = 1  # the paper warms up for one epoch
+    warmup_epochs: float | None = None  # None: the recipe's (TrainingConfig.stage1_epochs)
 
 
 ARMS = {
@@ -58,6 +58,7 @@ ARMS = {
     "paper-converter": Arm("fused", "inherit", 5.0, converter="paper"),
     "prompt-scale": Arm("fused", "inherit", 5.0, prompt_scale=True),
     "warmup-2-epochs": Arm("fused", "inherit", 5.0, warmup_epochs=2),
+    "warmup-3-epochs": Arm("fused", "inherit", 5.0, warmup_epochs=3),
 }
 REFERENCE_ARMS = ("tfs", "vpgtrans")
 
@@ -140,16 +141,19 @@ def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: Wo
     shutil.rmtree(workdir, ignore_errors=True)
     training = replace(config.training, seed=seed, lr=lr, warmup_lr_mult=arm.warmup_lr_mult or 1.0,
                        checkpoint_every=10**9)
+    if arm.warmup_epochs is not None:
+        training = replace(training, stage1_steps=None, stage1_epochs=arm.warmup_epochs)
     model, processor = arm_model(config, arm, seed, converter)
     data = load_caption_data(config.data)
     dataset, collate = CaptionDataset(data.records), collator_for(processor, model, training)
     accelerator = make_accelerator(training.precision, training.grad_accum)
     per_epoch = steps_per_epoch(len(dataset), training, accelerator.num_processes)
     budget = config.budget_steps or config.budget_epochs * per_epoch
-    warmup_steps = arm.warmup_epochs * per_epoch if arm.warmup_lr_mult is not None else 0
+    warmup = warmup_stage(training, len(dataset), accelerator.num_processes)
+    warmup_steps = warmup.steps if arm.warmup_lr_mult is not None else 0
     if budget <= warmup_steps:
         raise VPGTransError(f"a budget of {budget} optimizer steps leaves nothing after the warm-up of {warmup_steps} "
-                            f"({arm.warmup_epochs} epoch(s) of {per_epoch} steps on {config.data}); raise the budget")
+                            f"(one epoch is {per_epoch} steps on {config.data}); raise the budget")
     scored = set(evaluation_steps(per_epoch, budget, config.evals_per_epoch))
     curve = [CurvePoint(0.0, 0, 0, 0.0, evaluate_point(model, processor, config.eval, config.eval_limit))]
 
@@ -164,9 +168,8 @@ def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: Wo
                                     max(before.peak_memory_bytes, result.peak_memory_bytes), device_name(result.device)))
 
     if warmup_steps:
-        stage = replace(warmup_stage(training, len(dataset)), steps=warmup_steps)
-        train_stage(accelerator, model, dataset, collate, stage, workdir / "warmup",
-                    on_step=lambda r, s=stage, b=curve[-1]: record(r, s, b))
+        train_stage(accelerator, model, dataset, collate, warmup, workdir / "warmup",
+                    on_step=lambda r, b=curve[-1]: record(r, warmup, b))
     stage = replace(finetune_stage(training, len(dataset)), steps=budget - warmup_steps)
     train_stage(accelerator, model, dataset, collate, stage, workdir / "finetune",
                 on_step=lambda r, s=stage, b=curve[-1]: record(r, s, b))
@@ -240,6 +243,13 @@ def curve_settings(config: CompareConfig) -> dict:
     return settings
 
 
+def _with_training_defaults(settings: dict) -> dict:
+    """Saved settings from before a TrainingConfig field existed: that curve ran with its default."""
+    if "training" not in settings:
+        return settings
+    return dict(settings, training={**asdict(TrainingConfig()), **settings["training"]})
+
+
 def _load_or_run(config: CompareConfig, name: str, seed: int, lr: float, converters: dict) -> list[CurvePoint]:
     """Each finished arm is saved at once, so an interrupted compare resumes arm by arm."""
     out = Path(config.out)
@@ -247,7 +257,7 @@ def _load_or_run(config: CompareConfig, name: str, seed: int, lr: float, convert
     settings = curve_settings(config)
     if path.exists():
         saved = json.loads(path.read_text())
-        previous = saved.get("settings", {}) if isinstance(saved, dict) else {}
+        previous = _with_training_defaults(saved.get("settings", {}) if isinstance(saved, dict) else {})
         if previous != settings:
             changed = differing_keys(previous, settings)
             raise VPGTransError(f"{path}: saved by a compare with other settings (differs in {', '.join(changed)}); "

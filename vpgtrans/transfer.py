@@ -47,7 +47,8 @@ class TrainingConfig:
     grad_accum: int = 1
     lr: float = 1e-4
     warmup_lr_mult: float = 5.0
-    stage1_steps: int | None = None  # None: one epoch
+    stage1_steps: int | None = None  # None: stage1_epochs epochs
+    stage1_epochs: float = 1.0  # the paper warms up for one epoch
     stage2_steps: int | None = None  # None: stage2_epochs epochs
     stage2_epochs: float = 5.0
     seed: int = 0
@@ -81,10 +82,11 @@ def steps_per_epoch(samples: int, training: TrainingConfig, processes: int = 1) 
 
 def warmup_stage(training: TrainingConfig, samples: int, processes: int = 1) -> StageConfig:
     """Stage 1: projector only, base LR x warmup_lr_mult, constant, one epoch by default."""
+    steps = training.stage1_steps or math.ceil(training.stage1_epochs * steps_per_epoch(samples, training, processes))
     return StageConfig(
         name="warmup",
         trainable=WARMUP_TRAINABLE,
-        steps=training.stage1_steps or steps_per_epoch(samples, training, processes),
+        steps=steps,
         lr=training.lr * training.warmup_lr_mult,
         schedule="constant",
         weight_decay=training.weight_decay,

@@ -1,5 +1,5 @@
 """Exploratory probe (not part of the library): train one compare arm's starting point through
-a sequence of stages and print caption accuracy on the held-out world after every epoch.
+a sequence of stages and print caption accuracy and CIDEr-D on the held-out world after every epoch.
 
     python docs/benchmarks/probes/stage_probe.py DST ARM BATCH STAGE...
 
@@ -12,7 +12,8 @@ converter to use instead, e.g. from reading_converter.py), ANCHOR (`position`,
 the destination's embeddings of the training captions' tokens, see `anchor_projector`), WHITEN
 (EPS: train the projector on whitened query outputs, same function at the start, see
 `whiten_projector`), PROJ_MULT (fine-tuning stages train the projector at this multiple of
-the stage's LR, the rest at the LR). Run
+the stage's LR, the rest at the LR), RAMP (fine-tuning stages ramp their LR up linearly over
+this many optimizer steps), NO_DROPOUT (fine-tuning stages without the Q-Former's dropout). Run
 from the repository root after `vpgtrans world` has written runs/world-n2000-seed21 and
 runs/world-n100-seed12345.
 """
@@ -110,6 +111,18 @@ def projector_lr_groups(model, weight_decay):
 
 
 vpgtrans.train.parameter_groups = projector_lr_groups
+_factor = vpgtrans.train.lr_factor
+
+
+def ramped_lr_factor(config):
+    """RAMP: fine-tuning stages start with a linear LR ramp over RAMP optimizer steps."""
+    ramp, factor = int(os.environ.get("RAMP", "0")), _factor(config)
+    if config.name != "finetune" or not ramp:
+        return factor
+    return lambda step: factor(step) * min(1.0, (step + 1) / ramp)
+
+
+vpgtrans.train.lr_factor = ramped_lr_factor
 
 dst, arm, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 data = "runs/world-n2000-seed21/captions.jsonl"
@@ -129,7 +142,14 @@ if os.environ.get("ANCHOR"):
 dataset = CaptionDataset(load_caption_data(data).records)
 collate = collator_for(processor, model, config.training)
 per_epoch = steps_per_epoch(len(dataset), config.training)
-scores = [round(evaluate_point(model, processor, config.eval, 100)["caption"], 3)]
+def score() -> None:
+    point = evaluate_point(model, processor, config.eval, 100)
+    scores.append(round(point["caption"], 3))
+    ciders.append(round(point["cider"]))
+
+
+scores, ciders = [], []
+score()
 started = time.time()
 for k, spec in enumerate(sys.argv[4:]):
     kind, lr, epochs = spec.split(":")
@@ -137,8 +157,9 @@ for k, spec in enumerate(sys.argv[4:]):
     stage = warmup_stage(training, len(dataset)) if kind == "w" else finetune_stage(training, len(dataset))
     STAGE_LR.update(lr=stage.lr, mult=1.0 if kind == "w" else float(os.environ.get("PROJ_MULT", "1")))
     stage = replace(stage, steps=int(epochs) * per_epoch, schedule="constant" if kind in "wF" else stage.schedule)
+    if os.environ.get("NO_DROPOUT"):
+        stage = replace(stage, dropout_in=())
     workdir = Path(f"runs/probe/stage-{k}")
     shutil.rmtree(workdir, ignore_errors=True)
-    train_stage(make_accelerator(), model, dataset, collate, stage, workdir, on_step=lambda r: r.steps % per_epoch or
-                scores.append(round(evaluate_point(model, processor, config.eval, 100)["caption"], 3)))
-print("RESULT", dst, arm, batch, sys.argv[4:], scores, f"{time.time() - started:.0f} s", flush=True)
+    train_stage(make_accelerator(), model, dataset, collate, stage, workdir, on_step=lambda r: r.steps % per_epoch or score())
+print("RESULT", dst, arm, batch, sys.argv[4:], scores, "CIDEr-D", ciders, f"{time.time() - started:.0f} s", flush=True)
