@@ -80,13 +80,17 @@ def steps_per_epoch(samples: int, training: TrainingConfig, processes: int = 1) 
     return max(1, samples // (training.batch_size * processes) // training.grad_accum)
 
 
+def _stage_steps(steps: int | None, epochs: float, samples: int, training: TrainingConfig, processes: int) -> int:
+    """A stage's length: its explicit step count, else its epochs (a partial epoch rounds up)."""
+    return steps or math.ceil(epochs * steps_per_epoch(samples, training, processes))
+
+
 def warmup_stage(training: TrainingConfig, samples: int, processes: int = 1) -> StageConfig:
     """Stage 1: projector only, base LR x warmup_lr_mult, constant, one epoch by default."""
-    steps = training.stage1_steps or math.ceil(training.stage1_epochs * steps_per_epoch(samples, training, processes))
     return StageConfig(
         name="warmup",
         trainable=WARMUP_TRAINABLE,
-        steps=steps,
+        steps=_stage_steps(training.stage1_steps, training.stage1_epochs, samples, training, processes),
         lr=training.lr * training.warmup_lr_mult,
         schedule="constant",
         weight_decay=training.weight_decay,
@@ -100,11 +104,10 @@ def warmup_stage(training: TrainingConfig, samples: int, processes: int = 1) -> 
 
 def finetune_stage(training: TrainingConfig, samples: int, processes: int = 1) -> StageConfig:
     """Stage 2: Q-Former, queries, ln_vision, projector; cosine from base LR to half."""
-    steps = training.stage2_steps or math.ceil(training.stage2_epochs * steps_per_epoch(samples, training, processes))
     return StageConfig(
         name="finetune",
         trainable=FINETUNE_TRAINABLE,
-        steps=steps,
+        steps=_stage_steps(training.stage2_steps, training.stage2_epochs, samples, training, processes),
         lr=training.lr,
         schedule="cosine",
         min_lr_ratio=0.5,

@@ -142,6 +142,8 @@ if os.environ.get("ANCHOR"):
 dataset = CaptionDataset(load_caption_data(data).records)
 collate = collator_for(processor, model, config.training)
 per_epoch = steps_per_epoch(len(dataset), config.training)
+
+
 def score() -> None:
     point = evaluate_point(model, processor, config.eval, 100)
     scores.append(round(point["caption"], 3))
