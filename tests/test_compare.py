@@ -12,7 +12,7 @@ import vpgtrans.compare
 import vpgtrans.compare_report
 from vpgtrans.benchmarks import corpus_cider
 from vpgtrans.compare import (ARMS, CompareConfig, CurvePoint, arm_model, evaluation_steps, late_peak_note, orderings,
-                              run_compare, speedup, summarise)
+                              run_compare, speedup, summarise, warmup_end_epoch)
 from vpgtrans.converter import fit_converter
 from vpgtrans.errors import VPGTransError
 from vpgtrans.evaluate import EvalResult
@@ -75,6 +75,32 @@ def test_orderings_per_metric_and_seed():
     assert check["caption"]["holds"] and check["caption"]["seeds_holding"] == 2
     assert check["caption"]["means"] == pytest.approx([1.3 / 3, 1.15 / 3])
     assert not check["vqa"]["holds"] and check["vqa"]["seeds_holding"] == 1
+
+
+def test_orderings_after_a_longer_warmup_are_read_at_its_end():
+    def arm(after_1, after_2, seeds=2):
+        return {s: [CurvePoint(e, 10 * e, 100 * e, float(e), {"caption": c, "cider": 100 * c, "vqa": 0.3})
+                    for e, c in enumerate((0.0, after_1, after_2))] for s in range(seeds)}
+
+    # the fused start is behind at epoch 1, mid-warm-up, and ahead when the two-epoch warm-up ends;
+    # inheriting without warm-up is read after epoch 1 whatever the warm-up's length
+    curves = {"vpgtrans": arm(0.2, 0.5), "random-warmup": arm(0.3, 0.4),
+              "tfs": arm(0.25, 0.3), "inherit-no-warmup": arm(0.2, 0.6)}
+    after_two = orderings(curves, warmup_end=2)
+    assert after_two["fused init beats random init after warm-up"]["epoch"] == 2
+    assert after_two["fused init beats random init after warm-up"]["caption"]["seeds_holding"] == 2
+    assert after_two["TFS starts better than inheriting without warm-up"]["epoch"] == 1
+    assert after_two["TFS starts better than inheriting without warm-up"]["caption"]["holds"]
+    assert not orderings(curves)["fused init beats random init after warm-up"]["caption"]["holds"]
+    assert "fused init beats random init after warm-up" not in orderings(curves, warmup_end=3)  # not reached
+
+
+def test_warmup_end_epoch_follows_the_recipe():
+    training = TrainingConfig(batch_size=16)  # 2,000 samples: 125 steps per epoch
+    assert warmup_end_epoch(training, 2000, 1) == 1
+    assert warmup_end_epoch(replace(training, stage1_epochs=2.0), 2000, 1) == 2
+    assert warmup_end_epoch(replace(training, stage1_epochs=1.5), 2000, 1) == 2  # read at the next epoch end
+    assert warmup_end_epoch(replace(training, stage1_steps=130), 2000, 1) == 2
 
 
 def test_evaluation_point_scores_the_captions_cider(monkeypatch):
@@ -221,7 +247,7 @@ def test_budget_in_steps_scored_within_epochs(zoo, tmp_path):
 def test_compare_converter_choice_reaches_the_fused_arms(tmp_path, monkeypatch):
     fitted, used = [], {}
     monkeypatch.setattr(vpgtrans.compare, "fit_converter", lambda src, dst, captions, fit: fitted.append(fit.method) or fit.method)
-    monkeypatch.setattr(vpgtrans.compare, "load_caption_data", lambda path: type("Data", (), {"captions": lambda self: []})())
+    monkeypatch.setattr(vpgtrans.compare, "load_caption_data", lambda path: type("Data", (), {"captions": lambda self: [], "records": [None] * 32})())
 
     def fake_run_arm(config, arm, seed, lr, converter, workdir):
         used[workdir.name.rsplit("-", 2)[0]] = converter

@@ -76,7 +76,7 @@ def write_plots(results: dict, folder: Path) -> None:
             columns = list(zip(*values))
             ax.plot(epochs, [statistics.fmean(c) for c in columns], marker="o", label=arm)
             ax.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], alpha=0.15)
-        ax.set_xlabel("epoch (warm-up counts as one)")
+        ax.set_xlabel("epoch (warm-up epochs count)")
         ax.set_ylabel(METRIC_NAMES.get(metric, metric))
         ax.grid(alpha=0.3)
         ax.legend()
