@@ -41,6 +41,12 @@ def test_recipe_warmup_length_unless_a_flag_says(flags, epochs):
     assert _training_config(args, _recipe("toy-tat")).stage1_epochs == epochs
 
 
+def test_optimizer_flags_reach_each_stage():
+    args = build_parser().parse_args(["transfer", "--stage1-optimizer", "muon"])
+    training = _training_config(args, _recipe("toy-tas"))
+    assert (training.stage1_optimizer, training.stage2_optimizer) == ("muon", "adamw")
+
+
 def test_transfer_then_caption(zoo, tmp_path, capsys):
     assert _transfer(zoo, tmp_path / "run") == 0
     out = capsys.readouterr().out

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from vpgtrans.data import CaptionDataset, load_caption_data
+from vpgtrans.errors import VPGTransError
 from vpgtrans.train import FINETUNE_TRAINABLE, WARMUP_TRAINABLE, StageConfig, lr_factor, make_accelerator, train_stage
 from vpgtrans.transfer import TrainingConfig, TransferConfig, collator_for, initialise, run_transfer, warmup_stage
 
@@ -22,9 +23,11 @@ def _train(zoo, tmp_path, stage: StageConfig):
     return before, model.state_dict(), result
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 @pytest.mark.parametrize("trainable", [WARMUP_TRAINABLE, FINETUNE_TRAINABLE])
-def test_only_the_stage_parameters_change(zoo, tmp_path, trainable):
-    stage = StageConfig(name="s", trainable=trainable, steps=3, lr=1e-2, batch_size=8, dropout_in=("qformer",))
+def test_only_the_stage_parameters_change(zoo, tmp_path, trainable, optimizer):
+    stage = StageConfig(name="s", trainable=trainable, steps=3, lr=1e-2, batch_size=8, dropout_in=("qformer",),
+                        optimizer=optimizer)
     before, after, result = _train(zoo, tmp_path, stage)
     assert result.steps == 3 and result.samples == 24
     for key in before:
@@ -62,15 +65,17 @@ class Crash(Exception):
     pass
 
 
-def _config(zoo, out):
+def _config(zoo, out, optimizer: str = "adamw"):
     return TransferConfig(
         src=str(zoo.src), dst=str(zoo.dst_llama), data=str(zoo.data), out=str(out),
-        training=TrainingConfig(batch_size=8, stage1_steps=3, stage2_steps=5, checkpoint_every=2, lr=1e-3),
+        training=TrainingConfig(batch_size=8, stage1_steps=3, stage2_steps=5, checkpoint_every=2, lr=1e-3,
+                                stage1_optimizer=optimizer, stage2_optimizer=optimizer),
     )
 
 
-def test_resume_reaches_the_same_weights(zoo, tmp_path, monkeypatch):
-    run_transfer(_config(zoo, tmp_path / "straight"))
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_reaches_the_same_weights(zoo, tmp_path, monkeypatch, optimizer):
+    run_transfer(_config(zoo, tmp_path / "straight", optimizer))
 
     calls = {"n": 0}
     original = CaptionDataset.__getitem__
@@ -85,11 +90,11 @@ def test_resume_reaches_the_same_weights(zoo, tmp_path, monkeypatch):
 
     monkeypatch.setattr(CaptionDataset, "__getitem__", crashing)
     with pytest.raises(Crash):
-        run_transfer(_config(zoo, tmp_path / "resumed"))
+        run_transfer(_config(zoo, tmp_path / "resumed", optimizer))
     assert not (tmp_path / "resumed" / "model").exists()
     assert (tmp_path / "resumed" / "checkpoints" / "finetune" / "step-00000002").is_dir()
     monkeypatch.setattr(CaptionDataset, "__getitem__", original)
-    run_transfer(_config(zoo, tmp_path / "resumed"), resume=True)
+    run_transfer(_config(zoo, tmp_path / "resumed", optimizer), resume=True)
 
     straight = load_file(tmp_path / "straight" / "model" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
@@ -101,3 +106,11 @@ def test_resume_reaches_the_same_weights(zoo, tmp_path, monkeypatch):
     assert record["stages"]["finetune"]["result"]["resumed_from_step"] == 2
     log = [json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log if e["stage"] == "finetune"] == [1, 2, 3, 4, 5]
+
+
+def test_a_checkpoint_resumes_only_with_its_optimizer(zoo, tmp_path):
+    stage = StageConfig(name="s", trainable=WARMUP_TRAINABLE, steps=2, lr=1e-3, batch_size=8, checkpoint_every=1)
+    _train(zoo, tmp_path, stage)
+    longer = StageConfig(name="s", trainable=WARMUP_TRAINABLE, steps=4, lr=1e-3, batch_size=8, optimizer="muon")
+    with pytest.raises(VPGTransError, match="step-00000002: checkpoint was trained with optimizer 'adamw', this stage uses 'muon'"):
+        _train(zoo, tmp_path, longer)

@@ -12,6 +12,8 @@ from .errors import VPGTransError
 
 # converter.CONVERTER_METHODS, repeated so that parsing arguments does not import torch (a test keeps them equal)
 CONVERTER_CHOICES = ("ridge", "paper")
+# optim.OPTIMIZERS, likewise
+OPTIMIZER_CHOICES = ("adamw", "muon")
 
 
 def _training_args(parser: argparse.ArgumentParser, stage_steps: tuple[str, ...]) -> None:
@@ -21,6 +23,10 @@ def _training_args(parser: argparse.ArgumentParser, stage_steps: tuple[str, ...]
         group.add_argument(flag, type=int, help="optimizer steps (default: --stage1-epochs for warm-up, --stage2-epochs for fine-tuning)")
     group.add_argument("--stage1-epochs", type=float, help="warm-up length when no step count is given (paper: 1)")
     group.add_argument("--stage2-epochs", type=float, help="fine-tuning length when no step count is given (5)")
+    group.add_argument("--stage1-optimizer", choices=OPTIMIZER_CHOICES,
+                       help="warm-up optimizer (adamw, the paper's; muon: Muon on the projector matrix)")
+    group.add_argument("--stage2-optimizer", choices=OPTIMIZER_CHOICES,
+                       help="fine-tuning optimizer (adamw; muon: Muon on weight matrices, AdamW on the rest)")
     group.add_argument("--batch-size", type=int, help="per-device micro-batch (64)")
     group.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (1)")
     group.add_argument("--lr", type=float, help="base learning rate of fine-tuning (1e-4); warm-up uses lr x mult")

@@ -2,7 +2,8 @@
 
 Stage 1 (warm-up) trains the projector alone at 5x the learning rate, constant; stage 2
 (fine-tuning) trains Q-Former, query tokens, `ln_vision` and projector with a cosine
-decay to half the learning rate. ViT and LLM stay frozen in eval mode throughout.
+decay to half the learning rate. ViT and LLM stay frozen in eval mode throughout. Each stage
+trains with AdamW, as in the paper, or Muon (optim.py).
 Steps are optimizer steps and samples are counted, so a schedule means the same on one
 GPU as on eight. Checkpoints hold only the trainable tensors (never a 7B LLM copy) and
 are written atomically; a resumed run replays the same data order and RNG and reaches
@@ -21,12 +22,13 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .checkpointing import atomic_dir
 from .errors import VPGTransError
+from .optim import make_optimizer
 
 WARMUP_TRAINABLE = ("language_projection",)
 FINETUNE_TRAINABLE = ("qformer", "query_tokens", "vision_model.post_layernorm", "language_projection")
@@ -45,6 +47,7 @@ class StageConfig:
     schedule: str = "constant"  # "constant" or "cosine" (to lr * min_lr_ratio)
     min_lr_ratio: float = 0.5
     weight_decay: float = 0.05
+    optimizer: str = "adamw"  # "adamw" or "muon" (optim.py)
     batch_size: int = 64
     grad_accum: int = 1
     seed: int = 0
@@ -95,17 +98,6 @@ def set_train_modes(model: torch.nn.Module, dropout_in: tuple[str, ...]) -> None
     for name, module in model.named_modules():
         if name in dropout_in:
             module.train()
-
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases, norms and other 1-d parameters (BLIP-2's rule)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        plain = param.ndim < 2 or "bias" in name or "norm" in name
-        (no_decay if plain else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def lr_factor(config: StageConfig) -> Callable[[int], float]:
@@ -161,12 +153,13 @@ def _latest_checkpoint(folder: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
-def _save_checkpoint(folder: Path, model, names: list[str], optimizer, scheduler, result: StageResult, epoch_micro: tuple[int, int]) -> None:
+def _save_checkpoint(folder: Path, model, names: list[str], optimizer, scheduler, result: StageResult,
+                     epoch_micro: tuple[int, int], optimizer_name: str) -> None:
     params = dict(model.named_parameters())
     with atomic_dir(folder / f"step-{result.steps:08d}") as tmp:
         save_file({n: params[n].detach().float().cpu().contiguous() for n in names}, str(tmp / "trainable.safetensors"))
         torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+            {"optimizer_name": optimizer_name, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             tmp / "state.pt",
         )
@@ -176,7 +169,8 @@ def _save_checkpoint(folder: Path, model, names: list[str], optimizer, scheduler
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_checkpoint(path: Path, model, names: list[str], optimizer, scheduler) -> tuple[StageResult, tuple[int, int]]:
+def _load_checkpoint(path: Path, model, names: list[str], optimizer, scheduler,
+                     optimizer_name: str) -> tuple[StageResult, tuple[int, int]]:
     tensors = load_file(str(path / "trainable.safetensors"))
     if set(tensors) != set(names):
         raise VPGTransError(f"{path}: checkpoint holds other parameters than this stage trains")
@@ -185,6 +179,9 @@ def _load_checkpoint(path: Path, model, names: list[str], optimizer, scheduler) 
         for n in names:
             params[n].copy_(tensors[n])
     state = torch.load(path / "state.pt", weights_only=False)
+    saved = state.get("optimizer_name", "adamw")  # checkpoints from before the choice existed
+    if saved != optimizer_name:
+        raise VPGTransError(f"{path}: checkpoint was trained with optimizer {saved!r}, this stage uses {optimizer_name!r}")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
@@ -214,7 +211,9 @@ def train_stage(
     set_seed(config.seed)  # dropout masks depend on the stage's seed, not on what ran before it
     names = select_trainable(model, config.trainable)
     set_train_modes(model, config.dropout_in)
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.999))
+    if config.optimizer == "muon" and accelerator.distributed_type == DistributedType.FSDP:
+        raise VPGTransError("optimizer 'muon' needs whole weight matrices; FSDP shards them (use DDP or AdamW)")
+    optimizer = make_optimizer(config.optimizer, model, config.lr, config.weight_decay)
     # Not prepared by accelerate on purpose: a prepared scheduler steps once per process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
     sampler = EpochSampler(len(dataset), config.seed)
@@ -230,7 +229,8 @@ def train_stage(
     epoch, micro = 0, 0
     latest = _latest_checkpoint(checkpoint_dir)
     if latest is not None:
-        result, (epoch, micro) = _load_checkpoint(latest, accelerator.unwrap_model(prepared_model), names, optimizer, scheduler)
+        result, (epoch, micro) = _load_checkpoint(latest, accelerator.unwrap_model(prepared_model), names, optimizer, scheduler,
+                                                  config.optimizer)
         result.resumed_from_step = result.steps
         if log:
             log.truncate_after(config.name, result.steps)
@@ -273,7 +273,7 @@ def train_stage(
                     result.peak_memory_bytes = max(result.peak_memory_bytes, torch.cuda.max_memory_allocated())
                 if accelerator.is_main_process:
                     _save_checkpoint(checkpoint_dir, accelerator.unwrap_model(prepared_model), names, optimizer,
-                                     scheduler, result, (epoch, micro))
+                                     scheduler, result, (epoch, micro), config.optimizer)
                 accelerator.wait_for_everyone()
             if on_step is not None and accelerator.is_main_process:
                 paused = time.perf_counter()

@@ -24,6 +24,7 @@ from .costs import cost_record, stage_flops
 from .data import CaptionCollator, CaptionData, CaptionDataset, CaptionRecord, load_caption_data
 from .errors import VPGTransError
 from .graft import GraftReport, check_blip2_ref, check_causal_lm_ref, graft, load_blip2, load_causal_lm
+from .optim import OPTIMIZERS
 from .prompt_scale import match_prompt_scale
 from .train import (
     FINETUNE_TRAINABLE,
@@ -51,12 +52,19 @@ class TrainingConfig:
     stage1_epochs: float = 1.0  # the paper warms up for one epoch
     stage2_steps: int | None = None  # None: stage2_epochs epochs
     stage2_epochs: float = 5.0
+    stage1_optimizer: str = "adamw"  # the paper's; "muon" trains the projector matrix with Muon (optim.py)
+    stage2_optimizer: str = "adamw"
     seed: int = 0
     precision: str = "fp32"
     max_text_tokens: int = 32
     checkpoint_every: int = 200
     weight_decay: float = 0.05
     num_workers: int = 0
+
+    def __post_init__(self):
+        for name in ("stage1_optimizer", "stage2_optimizer"):
+            if getattr(self, name) not in OPTIMIZERS:
+                raise VPGTransError(f"{name} {getattr(self, name)!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
 @dataclass
@@ -86,7 +94,8 @@ def _stage_steps(steps: int | None, epochs: float, samples: int, training: Train
 
 
 def warmup_stage(training: TrainingConfig, samples: int, processes: int = 1) -> StageConfig:
-    """Stage 1: projector only, base LR x warmup_lr_mult, constant, one epoch by default."""
+    """Stage 1: projector only, base LR x warmup_lr_mult, constant, one epoch by default (AdamW, as in the paper,
+    unless stage1_optimizer says otherwise)."""
     return StageConfig(
         name="warmup",
         trainable=WARMUP_TRAINABLE,
@@ -94,6 +103,7 @@ def warmup_stage(training: TrainingConfig, samples: int, processes: int = 1) -> 
         lr=training.lr * training.warmup_lr_mult,
         schedule="constant",
         weight_decay=training.weight_decay,
+        optimizer=training.stage1_optimizer,
         batch_size=training.batch_size,
         grad_accum=training.grad_accum,
         seed=training.seed,
@@ -112,6 +122,7 @@ def finetune_stage(training: TrainingConfig, samples: int, processes: int = 1) -
         schedule="cosine",
         min_lr_ratio=0.5,
         weight_decay=training.weight_decay,
+        optimizer=training.stage2_optimizer,
         batch_size=training.batch_size,
         grad_accum=training.grad_accum,
         seed=training.seed + 1,

@@ -4,18 +4,19 @@ a sequence of stages and print caption accuracy and CIDEr-D on the held-out worl
     python docs/benchmarks/probes/stage_probe.py DST ARM BATCH STAGE...
 
 ARM is a `vpgtrans compare` arm (its initialisation only: fused/random projector, inherited or
-fresh VPG); each STAGE is KIND:LR:EPOCHS with KIND `w` (projector only, constant LR), `f`
-(stage-2 modules, cosine to half LR) or `F` (stage-2 modules, constant LR). Environment: SRC
-(source, default toy-blip2-opt-s), CONV (converter, default ridge), CONV_FILE (a saved
-converter to use instead, e.g. from reading_converter.py), ANCHOR (`position`,
-`position-stop` or `mean`: replace the arm's projector by a ridge fit of the query outputs to
-the destination's embeddings of the training captions' tokens, see `anchor_projector`), WHITEN
-(EPS: train the projector on whitened query outputs, same function at the start, see
-`whiten_projector`), PROJ_MULT (fine-tuning stages train the projector at this multiple of
-the stage's LR, the rest at the LR), RAMP (fine-tuning stages ramp their LR up linearly over
-this many optimizer steps), NO_DROPOUT (fine-tuning stages without the Q-Former's dropout). Run
-from the repository root after `vpgtrans world` has written runs/world-n2000-seed21 and
-runs/world-n100-seed12345.
+fresh VPG); each STAGE is KIND:LR:EPOCHS with KIND `w` (projector only, constant LR), `d`
+(projector only, cosine from LR to 0), `f` (stage-2 modules, cosine to half LR) or `F`
+(stage-2 modules, constant LR). Environment: SRC (source, default toy-blip2-opt-s), CONV
+(converter, default ridge), CONV_FILE (a saved converter to use instead, e.g. from
+reading_converter.py), ANCHOR (`position`, `position-stop` or `mean`: replace the arm's
+projector by a ridge fit of the query outputs to the destination's embeddings of the training
+captions' tokens, see `anchor_projector`), WHITEN (EPS: train the projector on whitened query
+outputs, same function at the start, see `whiten_projector`), PROJ_MULT (fine-tuning stages
+train the projector at this multiple of the stage's LR, the rest at the LR), OPT (`muon`:
+projector-only stages train with Muon, vpgtrans/optim.py; `muon-all`: every stage does), RAMP
+(fine-tuning stages ramp their LR up linearly over this many optimizer steps), NO_DROPOUT
+(fine-tuning stages without the Q-Former's dropout). Run from the repository root after
+`vpgtrans world` has written runs/world-n2000-seed21 and runs/world-n100-seed12345.
 """
 
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+import vpgtrans.optim
 import vpgtrans.train
 from PIL import Image
 
@@ -95,7 +97,7 @@ def whiten_projector(model, processor, records, eps: float) -> None:
 
 
 STAGE_LR = {}
-_groups = vpgtrans.train.parameter_groups
+_groups = vpgtrans.optim.parameter_groups
 
 
 def projector_lr_groups(model, weight_decay):
@@ -110,7 +112,7 @@ def projector_lr_groups(model, weight_decay):
     return [g for g in groups if g["params"]]
 
 
-vpgtrans.train.parameter_groups = projector_lr_groups
+vpgtrans.optim.parameter_groups = projector_lr_groups
 _factor = vpgtrans.train.lr_factor
 
 
@@ -156,11 +158,14 @@ started = time.time()
 for k, spec in enumerate(sys.argv[4:]):
     kind, lr, epochs = spec.split(":")
     training = replace(config.training, lr=float(lr), warmup_lr_mult=1.0, seed=k)
-    stage = warmup_stage(training, len(dataset)) if kind == "w" else finetune_stage(training, len(dataset))
-    STAGE_LR.update(lr=stage.lr, mult=1.0 if kind == "w" else float(os.environ.get("PROJ_MULT", "1")))
-    stage = replace(stage, steps=int(epochs) * per_epoch, schedule="constant" if kind in "wF" else stage.schedule)
+    stage = warmup_stage(training, len(dataset)) if kind in "wd" else finetune_stage(training, len(dataset))
+    STAGE_LR.update(lr=stage.lr, mult=1.0 if kind in "wd" else float(os.environ.get("PROJ_MULT", "1")))
+    stage = replace(stage, steps=int(epochs) * per_epoch, schedule="constant" if kind in "wF" else "cosine",
+                    min_lr_ratio=0.0 if kind == "d" else stage.min_lr_ratio)
     if os.environ.get("NO_DROPOUT"):
         stage = replace(stage, dropout_in=())
+    use_muon = os.environ.get("OPT") == "muon-all" or (os.environ.get("OPT") == "muon" and kind in "wd")
+    stage = replace(stage, optimizer="muon" if use_muon else "adamw")
     workdir = Path(f"runs/probe/stage-{k}")
     shutil.rmtree(workdir, ignore_errors=True)
     train_stage(make_accelerator(), model, dataset, collate, stage, workdir, on_step=lambda r: r.steps % per_epoch or score())
