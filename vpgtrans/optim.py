@@ -42,8 +42,9 @@ class MuonWithAdamW(torch.optim.Optimizer):
             return [g for g in parts if g["params"]]
 
         super().__init__([p for g in groups for p in g["params"]], {"lr": lr})
+        rest = split(False)
         self.muon = torch.optim.Muon(split(True), lr=lr, adjust_lr_fn="match_rms_adamw")
-        self.adamw = torch.optim.AdamW(split(False), lr=lr, betas=BETAS) if split(False) else None
+        self.adamw = torch.optim.AdamW(rest, lr=lr, betas=BETAS) if rest else None
         self.inner = [o for o in (self.muon, self.adamw) if o is not None]
         self.param_groups = [g for o in self.inner for g in o.param_groups]
 
