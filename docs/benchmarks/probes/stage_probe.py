@@ -15,7 +15,8 @@ outputs, same function at the start, see `whiten_projector`), PROJ_MULT (fine-tu
 train the projector at this multiple of the stage's LR, the rest at the LR), OPT (`muon`:
 projector-only stages train with Muon, vpgtrans/optim.py; `muon-all`: every stage does), RAMP
 (fine-tuning stages ramp their LR up linearly over this many optimizer steps), NO_DROPOUT
-(fine-tuning stages without the Q-Former's dropout). Run from the repository root after
+(fine-tuning stages without the Q-Former's dropout), DATA (training captions, default
+runs/world-n2000-seed21/captions.jsonl). Run from the repository root after
 `vpgtrans world` has written runs/world-n2000-seed21 and runs/world-n100-seed12345.
 """
 
@@ -127,7 +128,7 @@ def ramped_lr_factor(config):
 vpgtrans.train.lr_factor = ramped_lr_factor
 
 dst, arm, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-data = "runs/world-n2000-seed21/captions.jsonl"
+data = os.environ.get("DATA", "runs/world-n2000-seed21/captions.jsonl")
 config = CompareConfig(src=os.environ.get("SRC", "toy-blip2-opt-s"), dst=dst, data=data,
                        eval="runs/world-n100-seed12345", out="runs/probe",
                        training=TrainingConfig(batch_size=batch, lr=1e-3, checkpoint_every=10**9))
