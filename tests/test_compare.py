@@ -242,6 +242,11 @@ def test_budget_in_steps_scored_within_epochs(zoo, tmp_path):
         run_compare(longer, overwrite=True)
     with pytest.raises(VPGTransError, match="leaves nothing after the warm-up of 6"):
         run_compare(replace(config, budget_steps=6, arms=("tfs", "vpgtrans", "warmup-2-epochs")), overwrite=True)
+    # warmup-1-epoch warms up for one epoch whatever the recipe says: a warm-up step costs less than a fine-tuning one
+    run_compare(replace(longer, budget_steps=9, arms=("tfs", "vpgtrans", "warmup-1-epoch")), overwrite=True)
+    points = json.loads((tmp_path / "results.json").read_text())["curves"]["warmup-1-epoch"]["0"]
+    flops = {p["step"]: p["flops"] for p in points}
+    assert flops[6] - flops[3] > 1.01 * flops[3] > 0, flops
 
 
 def test_compare_converter_choice_reaches_the_fused_arms(tmp_path, monkeypatch):

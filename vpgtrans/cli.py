@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: runs/compare)")
     p.add_argument("--arms", default="tfs,vpgtrans", help="comma list from: tfs, vpgtrans, inherit-no-warmup, "
                    "fused-no-warmup, warmup-1x, warmup-10x, random-warmup, paper-converter, prompt-scale, "
-                   "warmup-2-epochs, warmup-3-epochs")
+                   "warmup-1-epoch, warmup-2-epochs, warmup-3-epochs")
     p.add_argument("--seeds", type=int, default=3)
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget-epochs", type=int, help="epochs of DATA per arm, warm-up included (default 10)")

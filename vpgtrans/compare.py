@@ -60,6 +60,7 @@ ARMS = {
     "random-warmup": Arm("random", "inherit", 5.0),
     "paper-converter": Arm("fused", "inherit", 5.0, converter="paper"),
     "prompt-scale": Arm("fused", "inherit", 5.0, prompt_scale=True),
+    "warmup-1-epoch": Arm("fused", "inherit", 5.0, warmup_epochs=1),
     "warmup-2-epochs": Arm("fused", "inherit", 5.0, warmup_epochs=2),
     "warmup-3-epochs": Arm("fused", "inherit", 5.0, warmup_epochs=3),
 }
