@@ -12,7 +12,7 @@ import vpgtrans.compare
 import vpgtrans.compare_report
 from vpgtrans.benchmarks import corpus_cider
 from vpgtrans.compare import (ARMS, CompareConfig, CurvePoint, arm_model, evaluation_steps, late_peak_note, orderings,
-                              run_compare, speedup, summarise, warmup_end_epoch)
+                              run_compare, speedup, summarise, sweep_edge_note, warmup_end_epoch)
 from vpgtrans.converter import fit_converter
 from vpgtrans.errors import VPGTransError
 from vpgtrans.evaluate import EvalResult
@@ -41,6 +41,17 @@ def test_speedup_never_reached_and_ties():
     summary = summarise([2.0, None, 4.0])
     assert summary["mean"] == pytest.approx(3.0) and summary["never_reached"] == 1 and summary["per_seed"] == [2.0, None, 4.0]
     assert summarise([None])["mean"] is None
+
+
+def test_sweep_winner_at_the_grid_edge_is_flagged():
+    assert sweep_edge_note({"0.0005": 0.4, "0.001": 0.5, "0.003": 0.45}, 1e-3) is None
+    assert sweep_edge_note({"0.001": 0.5}, 1e-3) is None  # a single learning rate is no sweep
+    assert sweep_edge_note({}, 1e-3) is None
+    high = sweep_edge_note({"0.0005": 0.4, "0.001": 0.45, "0.003": 0.47}, 3e-3)
+    assert high.startswith("TFS's chosen learning rate 0.003 is the largest of its sweep (0.0005, 0.001, 0.003)")
+    assert "above it" in high
+    low = sweep_edge_note({"0.003": 0.3, "0.0005": 0.5, "0.001": 0.45}, 5e-4)
+    assert "0.0005 is the smallest" in low and "below it" in low
 
 
 def test_late_tfs_peak_is_flagged_and_each_seed_shown(tmp_path):
@@ -158,6 +169,8 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
             entry = saved["speedup"][metric][unit]
             assert set(entry) == {"mean", "std", "per_seed", "never_reached"} and len(entry["per_seed"]) == 2
     assert saved["tfs_lr"] in (1e-3, 3e-3) and set(saved["tfs_lr_sweep"]) == {"0.001", "0.003"}
+    edge = "largest" if saved["tfs_lr"] == 3e-3 else "smallest"  # a two-point sweep always picks an edge
+    assert f"- TFS's chosen learning rate {saved['tfs_lr']:g} is the {edge} of its sweep" in (tmp_path / "results.md").read_text()
     curve = saved["curves"]["vpgtrans"]["0"]
     assert [p["epoch"] for p in curve] == [0, 1, 2, 3]
     assert curve[1]["samples"] == 48 and curve[3]["samples"] == 144  # 3 steps of 16 per epoch
@@ -291,7 +304,9 @@ def test_cli_compare_flags_reach_the_config(tmp_path, monkeypatch, capsys):
 
     def fake_run_compare(config, resume=False, overwrite=False):
         calls.append((config, resume, overwrite))
-        return {"speedup": {"caption": {"epoch": summarise([2.0]), "seconds": summarise([1.5])}}}
+        sweep = {"0.001": 0.5, "0.003": 0.6} if config.tfs_lrs else {}
+        return {"speedup": {"caption": {"epoch": summarise([2.0]), "seconds": summarise([1.5])}},
+                "tfs_lr_sweep": sweep, "tfs_lr": 3e-3 if sweep else config.training.lr}
 
     monkeypatch.setattr(vpgtrans.compare, "run_compare", fake_run_compare)
     common = ["compare", "--src", "s", "--dst", "d", "--data", "x.jsonl", "--eval", "e", "--out", str(tmp_path)]
@@ -300,6 +315,10 @@ def test_cli_compare_flags_reach_the_config(tmp_path, monkeypatch, capsys):
     assert (config.budget_steps, config.evals_per_epoch, config.converter, resume, overwrite) == (300, 2, "paper", True, False)
     assert main(common) == 0
     assert (calls[-1][0].budget_epochs, calls[-1][0].budget_steps, calls[-1][0].converter) == (10, None, "ridge")
+    assert "warning" not in capsys.readouterr().out
+    assert main([*common, "--tfs-lrs", "1e-3,3e-3"]) == 0
+    assert calls[-1][0].tfs_lrs == (1e-3, 3e-3)
+    assert "warning: TFS's chosen learning rate 0.003 is the largest of its sweep" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([*common, "--budget-epochs", "3", "--budget-steps", "300"])
     assert "not allowed with argument" in capsys.readouterr().err

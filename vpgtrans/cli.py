@@ -112,7 +112,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .compare import CompareConfig, run_compare
+    from .compare import CompareConfig, run_compare, sweep_edge_note
     from .compare_report import _fmt
 
     recipe = _recipe(args.recipe) if args.recipe or not (args.src and args.dst and args.data) else {}
@@ -131,6 +131,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
     results = run_compare(config, resume=args.resume, overwrite=args.overwrite)
     for metric, units in results["speedup"].items():
         print(f"speed-up on {metric}: {_fmt(units['epoch'])} (epochs), {_fmt(units['seconds'])} (seconds)")
+    note = sweep_edge_note(results["tfs_lr_sweep"], results["tfs_lr"])
+    if note:
+        print(f"warning: {note}")
     print(f"results: {out / 'results.json'}, table: {out / 'results.md'}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .compare import late_peak_note, results_curves, speedup_points
+from .compare import late_peak_note, results_curves, speedup_points, sweep_edge_note
 
 METRIC_NAMES = {"caption": "caption attribute accuracy", "cider": "caption CIDEr-D x100", "vqa": "VQA accuracy"}
 
@@ -37,6 +37,8 @@ def write_table(results: dict, path: Path) -> None:
             lines.append(f"| {arm} | {metric} | {first:.3f} | {best:.3f} | {final:.3f} |")
     if results.get("tfs_lr_sweep"):
         lines += ["", f"TFS learning-rate sweep (seed 0, mean best score): {results['tfs_lr_sweep']}; chosen {results['tfs_lr']:g}"]
+        note = sweep_edge_note(results["tfs_lr_sweep"], results["tfs_lr"])
+        lines += [f"- {note}"] if note else []
     lines += [""] if results.get("orderings") else []
     for text, check in results.get("orderings", {}).items():
         verdicts = [

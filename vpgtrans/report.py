@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpointing import write_text_atomic
-from .compare import CurvePoint, late_peak_note, results_curves, speedup_points
+from .compare import CurvePoint, late_peak_note, results_curves, speedup_points, sweep_edge_note
 from .compare_report import METRIC_NAMES, _fmt
 from .costs import DEFAULT_MFU, GPUS, gpu_hours
 from .errors import VPGTransError
@@ -182,6 +182,7 @@ def compare_section(folder: Path, prefix: str, pricing: Pricing) -> list[Block]:
                (["metric", "arm", "seeds", "target score", "epochs", "samples", *_cost_header(pricing),
                  "wall time (measured)"], rows)]
     notes = [late_peak_note(list(curves["tfs"].values()), metric) for metric in results["speedup"]]
+    notes.append(sweep_edge_note(results.get("tfs_lr_sweep", {}), results.get("tfs_lr", 0.0)))
     blocks += [f"Note: {note}." for note in notes if note]
     budget = []
     for arm, per_seed in curves.items():
