@@ -44,13 +44,13 @@ def test_speedup_never_reached_and_ties():
 
 
 def test_sweep_winner_at_the_grid_edge_is_flagged():
-    assert sweep_edge_note({"0.0005": 0.4, "0.001": 0.5, "0.003": 0.45}, 1e-3) is None
-    assert sweep_edge_note({"0.001": 0.5}, 1e-3) is None  # a single learning rate is no sweep
-    assert sweep_edge_note({}, 1e-3) is None
-    high = sweep_edge_note({"0.0005": 0.4, "0.001": 0.45, "0.003": 0.47}, 3e-3)
+    assert sweep_edge_note({"0.0005": 0.4, "0.001": 0.5, "0.003": 0.45}) is None
+    assert sweep_edge_note({"0.001": 0.5}) is None  # a single learning rate is no sweep
+    assert sweep_edge_note({}) is None
+    high = sweep_edge_note({"0.0005": 0.4, "0.001": 0.45, "0.003": 0.47})
     assert high.startswith("TFS's chosen learning rate 0.003 is the largest of its sweep (0.0005, 0.001, 0.003)")
     assert "above it" in high
-    low = sweep_edge_note({"0.003": 0.3, "0.0005": 0.5, "0.001": 0.45}, 5e-4)
+    low = sweep_edge_note({"0.003": 0.3, "0.0005": 0.5, "0.001": 0.45})
     assert "0.0005 is the smallest" in low and "below it" in low
 
 

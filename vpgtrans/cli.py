@@ -131,7 +131,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     results = run_compare(config, resume=args.resume, overwrite=args.overwrite)
     for metric, units in results["speedup"].items():
         print(f"speed-up on {metric}: {_fmt(units['epoch'])} (epochs), {_fmt(units['seconds'])} (seconds)")
-    note = sweep_edge_note(results["tfs_lr_sweep"], results["tfs_lr"])
+    note = sweep_edge_note(results["tfs_lr_sweep"])
     if note:
         print(f"warning: {note}")
     print(f"results: {out / 'results.json'}, table: {out / 'results.md'}")

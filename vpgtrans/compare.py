@@ -212,14 +212,17 @@ def late_peak_note(tfs_curves: list[list[CurvePoint]], metric: str) -> str | Non
             f"{len(tfs_curves)} seed(s): it may still be improving, and a longer budget can change the speed-up")
 
 
-def sweep_edge_note(sweep: dict[str, float], chosen: float) -> str | None:
-    """A warning when the sweep's winner is its largest or smallest learning rate: the best
-    TFS may lie beyond the grid, and a weaker baseline inflates the speed-up."""
-    lrs = sorted(float(lr) for lr in sweep)
-    if len(lrs) < 2 or lrs[0] < chosen < lrs[-1]:
+def sweep_edge_note(sweep: dict[str, float]) -> str | None:
+    """A warning when the sweep's winner (the learning rate `run_compare` keeps) is its largest or
+    smallest: the best TFS may lie beyond the grid, and a weaker baseline inflates the speed-up."""
+    if len(sweep) < 2:
+        return None
+    lrs = sorted(sweep, key=float)
+    chosen = max(sweep, key=sweep.get)
+    if chosen not in (lrs[0], lrs[-1]):
         return None
     side, beyond = ("largest", "above") if chosen == lrs[-1] else ("smallest", "below")
-    return (f"TFS's chosen learning rate {chosen:g} is the {side} of its sweep ({', '.join(f'{lr:g}' for lr in lrs)}): "
+    return (f"TFS's chosen learning rate {chosen} is the {side} of its sweep ({', '.join(lrs)}): "
             f"a learning rate {beyond} it may give a stronger baseline and a smaller speed-up; extend --tfs-lrs")
 
 

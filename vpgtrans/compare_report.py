@@ -37,7 +37,7 @@ def write_table(results: dict, path: Path) -> None:
             lines.append(f"| {arm} | {metric} | {first:.3f} | {best:.3f} | {final:.3f} |")
     if results.get("tfs_lr_sweep"):
         lines += ["", f"TFS learning-rate sweep (seed 0, mean best score): {results['tfs_lr_sweep']}; chosen {results['tfs_lr']:g}"]
-        note = sweep_edge_note(results["tfs_lr_sweep"], results["tfs_lr"])
+        note = sweep_edge_note(results["tfs_lr_sweep"])
         lines += [f"- {note}"] if note else []
     lines += [""] if results.get("orderings") else []
     for text, check in results.get("orderings", {}).items():

@@ -182,7 +182,7 @@ def compare_section(folder: Path, prefix: str, pricing: Pricing) -> list[Block]:
                (["metric", "arm", "seeds", "target score", "epochs", "samples", *_cost_header(pricing),
                  "wall time (measured)"], rows)]
     notes = [late_peak_note(list(curves["tfs"].values()), metric) for metric in results["speedup"]]
-    notes.append(sweep_edge_note(results.get("tfs_lr_sweep", {}), results.get("tfs_lr", 0.0)))
+    notes.append(sweep_edge_note(results.get("tfs_lr_sweep", {})))
     blocks += [f"Note: {note}." for note in notes if note]
     budget = []
     for arm, per_seed in curves.items():
