@@ -4,11 +4,13 @@ a larger OPT-like destination, and a small image-caption set from the synthetic 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from transformers import AutoModelForCausalLM
 
 from vpgtrans import tiny, world
@@ -54,3 +56,35 @@ def zoo(tmp_path_factory) -> TinyZoo:
 
     data = world.write_dataset(root / "data", n=48, seed=0)
     return TinyZoo(src=root / "src", dst_llama=root / "dst_llama", dst_opt=root / "dst_opt", data=data, root=root)
+
+
+COCO_IDS = (391895, 522418, 184613)
+
+
+def _write_json(path: Path, data: object) -> Path:
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def coco(zoo, tmp_path) -> Path:
+    """COCO val2014 images (world scenes saved as JPEG), Karpathy dataset_coco.json, VQAv2 questions + annotations."""
+    root = tmp_path / "coco"
+    (root / "val2014").mkdir(parents=True)
+    images = []
+    for i, cocoid in enumerate(COCO_IDS):
+        name = f"COCO_val2014_{cocoid:012d}.jpg"
+        Image.open(zoo.data.parent / "images" / f"{i:06d}.png").convert("RGB").save(root / "val2014" / name)
+        images.append({"filepath": "val2014", "filename": name, "imgid": i, "split": "test", "cocoid": cocoid,
+                       "sentids": [i], "sentences": [{"tokens": ["a", "shape"], "raw": "A red square on the left.",
+                                                      "imgid": i, "sentid": i}]})
+    _write_json(root / "dataset_coco.json", {"images": images, "dataset": "coco"})
+    _write_json(root / "v2_OpenEnded_mscoco_val2014_questions.json", {
+        "task_type": "Open-Ended", "data_subtype": "val2014",
+        "questions": [{"question_id": cocoid * 10, "image_id": cocoid, "question": "What colour is the square?"}
+                      for cocoid in COCO_IDS]})
+    _write_json(root / "v2_mscoco_val2014_annotations.json", {
+        "data_subtype": "val2014",
+        "annotations": [{"question_id": cocoid * 10, "image_id": cocoid, "multiple_choice_answer": "red",
+                         "answers": [{"answer": "red", "answer_id": j + 1} for j in range(10)]} for cocoid in COCO_IDS]})
+    return root

@@ -3,67 +3,34 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from PIL import Image
 
+from conftest import COCO_IDS
 from vpgtrans.cli import main
 from vpgtrans.errors import VPGTransError
-from vpgtrans.zeroshot import EvalConfig, load_samples, task_config
+from vpgtrans.zeroshot import Benchmark, EvalConfig, load_samples, task_config
 
 FAST = ["--num-beams", "1", "--batch-size", "2"]
-COCO_IDS = (391895, 522418, 184613)
-
-
-def _write_json(path: Path, data: object) -> Path:
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def coco(zoo, tmp_path) -> Path:
-    """COCO val2014 images (world scenes saved as JPEG), Karpathy dataset_coco.json, VQAv2 questions + annotations."""
-    root = tmp_path / "coco"
-    (root / "val2014").mkdir(parents=True)
-    images = []
-    for i, cocoid in enumerate(COCO_IDS):
-        name = f"COCO_val2014_{cocoid:012d}.jpg"
-        Image.open(zoo.data.parent / "images" / f"{i:06d}.png").convert("RGB").save(root / "val2014" / name)
-        images.append({"filepath": "val2014", "filename": name, "imgid": i, "split": "test", "cocoid": cocoid,
-                       "sentids": [i], "sentences": [{"tokens": ["a", "shape"], "raw": "A red square on the left.",
-                                                      "imgid": i, "sentid": i}]})
-    _write_json(root / "dataset_coco.json", {"images": images, "dataset": "coco"})
-    _write_json(root / "v2_OpenEnded_mscoco_val2014_questions.json", {
-        "task_type": "Open-Ended", "data_subtype": "val2014",
-        "questions": [{"question_id": cocoid * 10, "image_id": cocoid, "question": "What colour is the square?"}
-                      for cocoid in COCO_IDS]})
-    _write_json(root / "v2_mscoco_val2014_annotations.json", {
-        "data_subtype": "val2014",
-        "annotations": [{"question_id": cocoid * 10, "image_id": cocoid, "multiple_choice_answer": "red",
-                         "answers": [{"answer": "red", "answer_id": j + 1} for j in range(10)]} for cocoid in COCO_IDS]})
-    return root
-
-
 def test_protocol_per_task():
-    caption = task_config(EvalConfig("m", "coco-caption", "d", "o"), encoder_decoder=False)
+    caption = task_config("coco-caption", encoder_decoder=False)
     assert caption.prompt == "" and (caption.generation.num_beams, caption.generation.min_new_tokens,
                                      caption.generation.max_new_tokens) == (5, 8, 30)
-    vqa = task_config(EvalConfig("m", "vqav2", "d", "o"), encoder_decoder=False)
+    vqa = task_config("vqav2", encoder_decoder=False)
     assert vqa.prompt == "Question: {} Answer:" and vqa.generation.max_new_tokens == 10
     assert vqa.generation.stop_at_newline
-    assert task_config(EvalConfig("m", "gqa", "d", "o"), encoder_decoder=True).prompt == "Question: {} Short answer:"
-    custom = task_config(EvalConfig("m", "okvqa", "d", "o", prompt="Q: {} A:", num_beams=2), encoder_decoder=True)
+    assert task_config("gqa", encoder_decoder=True).prompt == "Question: {} Short answer:"
+    custom = task_config("okvqa", True, EvalConfig("m", Benchmark("okvqa", "d"), "o", prompt="Q: {} A:", num_beams=2))
     assert custom.prompt == "Q: {} A:" and custom.generation.num_beams == 2
 
 
 def test_missing_images_or_answers_file_named(tmp_path):
     with pytest.raises(VPGTransError, match="--images is required for coco-caption"):
-        load_samples(EvalConfig("m", "coco-caption", str(tmp_path / "dataset_coco.json"), "o"))
+        load_samples(Benchmark("coco-caption", str(tmp_path / "dataset_coco.json")))
     with pytest.raises(VPGTransError, match="--annotations is required for okvqa"):
-        load_samples(EvalConfig("m", "okvqa", "questions.json", "o", images=str(tmp_path)))
+        load_samples(Benchmark("okvqa", "questions.json", images=str(tmp_path)))
     with pytest.raises(VPGTransError, match="unknown task 'vizwiz'"):
-        load_samples(EvalConfig("m", "vizwiz", "d", "o"))
+        load_samples(Benchmark("vizwiz", "d"))
 
 
 def test_eval_coco_caption(zoo, coco, tmp_path, capsys):
@@ -136,3 +103,24 @@ def test_score_toy_caption(zoo, tmp_path, capsys):
     assert [result[f"{k}_accuracy"] for k in ("colour", "shape", "size", "position")] == pytest.approx([100.0] * 4)
     assert main(["score", "--task", "toy-caption", "--predictions", str(predictions), "--annotations", str(tmp_path)]) != 0
     assert "not a miniature-world folder" in capsys.readouterr().err
+
+
+def test_in_memory_scores_equal_vpgtrans_eval(zoo, coco, tmp_path):
+    """What `compare --benchmark` records at an evaluation point is what `vpgtrans eval` reports."""
+    from vpgtrans.graft import load_blip2
+    from vpgtrans.zeroshot import benchmark_scores, run_eval
+
+    model, processor = load_blip2(str(zoo.src))
+    for benchmark in (Benchmark("coco-caption", str(coco / "dataset_coco.json"), images=str(coco)),
+                      Benchmark("vqav2", str(coco / "v2_OpenEnded_mscoco_val2014_questions.json"), images=str(coco / "val2014"),
+                                annotations=str(coco / "v2_mscoco_val2014_annotations.json"), limit=2),
+                      Benchmark("toy-caption", str(zoo.data.parent), limit=3)):
+        scores = benchmark_scores(model, processor, benchmark, *load_samples(benchmark))
+        metrics = run_eval(EvalConfig(str(zoo.src), benchmark, str(tmp_path / benchmark.task)))
+        assert scores[benchmark.task] == pytest.approx(metrics["score"]), benchmark.task
+        assert metrics["n"] == (2 if benchmark.task == "vqav2" else 3)
+        if benchmark.task == "toy-caption":  # the task's other numbers ride along under its name
+            assert scores["toy-caption_attribute_accuracy"] == pytest.approx(metrics["attribute_accuracy"])
+            assert scores["toy-caption_colour_accuracy"] == pytest.approx(metrics["colour_accuracy"])
+        else:
+            assert set(scores) == {benchmark.task}

@@ -330,7 +330,23 @@ def score(
     require_complete: bool = False,
     per_sample: bool = False,
 ) -> dict[str, Any]:
-    """Score a predictions JSONL file against a benchmark's annotation file.
+    """Score a predictions JSONL file against a benchmark's annotation file (`score_predictions`)."""
+    return score_predictions(task, read_predictions(predictions_path, task), annotations_path, split=split,
+                             require_complete=require_complete, per_sample=per_sample, source=str(predictions_path))
+
+
+def score_predictions(
+    task: str,
+    preds: dict[str, str],
+    annotations_path: PathLike,
+    *,
+    split: str = "test",
+    require_complete: bool = False,
+    per_sample: bool = False,
+    source: str = "predictions",
+) -> dict[str, Any]:
+    """Score predictions (``{id (as str): caption or answer}``, named `source` in errors) against
+    a benchmark's annotation file.
 
     Caption tasks give CIDEr-D (x100, as papers report it; NoCaps also per domain, each
     domain scored on its own like the NoCaps server), VQA tasks the accuracy in percent
@@ -341,18 +357,17 @@ def score(
     "n_annotated"}`` (+ ``"domains"``, ``"attribute_accuracy"``, + ``"per_sample"`` when asked).
     """
     spec = get_task(task)
-    preds = read_predictions(predictions_path, task)
     refs = _references(spec, annotations_path, split)
     for key in preds:
         if key not in refs:
             what = "image_id" if spec.is_caption else "question_id"
             where = f" (split {split!r})" if task == "coco-caption" else ""
             raise BenchmarkFormatError(
-                f"{predictions_path}: {what} {key} has no annotation in {annotations_path}{where}")
+                f"{source}: {what} {key} has no annotation in {annotations_path}{where}")
     if require_complete and len(preds) < len(refs):
         missing = next(k for k in refs if k not in preds)
         raise BenchmarkFormatError(
-            f"{predictions_path}: {len(refs) - len(preds)} of {len(refs)} annotated ids have no "
+            f"{source}: {len(refs) - len(preds)} of {len(refs)} annotated ids have no "
             f"prediction (e.g. {missing})")
     result: dict[str, Any] = {"task": task, "n": len(preds), "n_annotated": len(refs)}
     if spec.is_caption:

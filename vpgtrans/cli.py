@@ -111,6 +111,35 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     print(f"cost report: {out / 'report' / 'report.html'} (+ report.md)")
 
 
+BENCHMARK_OPTIONS = ("images", "annotations", "split", "limit")
+BENCHMARK_USAGE = "TASK DATA [images=DIR] [annotations=FILE] [split=NAME] [limit=N]"
+
+
+def _benchmark(tokens: list[str]):
+    """One `--benchmark TASK DATA [KEY=VALUE ...]`: the files `vpgtrans eval` takes as flags."""
+    from .benchmarks import TASKS
+    from .zeroshot import Benchmark
+
+    given = f"--benchmark {' '.join(tokens)}"
+    if len(tokens) < 2:
+        raise VPGTransError(f"{given}: expected {BENCHMARK_USAGE}")
+    task, data, *options = tokens
+    if task not in TASKS:
+        raise VPGTransError(f"{given}: unknown task {task!r}; choose from {', '.join(TASKS)}")
+    values: dict[str, str | int] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or key not in BENCHMARK_OPTIONS or key in values:
+            problem = "given twice" if key in values else "is not KEY=VALUE with KEY one of " + ", ".join(BENCHMARK_OPTIONS)
+            raise VPGTransError(f"{given}: {option!r} {problem} (expected {BENCHMARK_USAGE})")
+        values[key] = value
+    if "limit" in values:
+        if not str(values["limit"]).isdigit() or int(values["limit"]) < 1:
+            raise VPGTransError(f"{given}: limit={values['limit']} is not a positive whole number")
+        values["limit"] = int(values["limit"])
+    return Benchmark(task, data, **values)
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     from .compare import CompareConfig, run_compare, sweep_edge_note
     from .compare_report import _fmt
@@ -119,14 +148,15 @@ def cmd_compare(args: argparse.Namespace) -> None:
     out = Path(args.out or Path("runs") / "compare")
     src, dst = args.src or recipe.get("src"), args.dst or recipe.get("dst")
     data, eval_dir = _recipe_data(args.data, args.eval, recipe, out)
-    if not (src and dst and data and eval_dir):
-        raise VPGTransError("compare needs --src, --dst, --data and --eval (or a recipe that declares them)")
+    benchmarks = tuple(_benchmark(tokens) for tokens in args.benchmark or ())
+    if not (src and dst and data and (eval_dir or benchmarks)):
+        raise VPGTransError("compare needs --src, --dst, --data and --eval or --benchmark (or a recipe that declares them)")
     config = CompareConfig(
         src=src, dst=dst, data=data, eval=eval_dir, out=str(out), arms=tuple(args.arms.split(",")), seeds=args.seeds,
         budget_epochs=args.budget_epochs or CompareConfig.budget_epochs, budget_steps=args.budget_steps, evals_per_epoch=args.evals_per_epoch,
         converter=args.converter or recipe.get("converter", "ridge"), training=_training_config(args, recipe),
         tfs_lrs=tuple(float(x) for x in args.tfs_lrs.split(",")) if args.tfs_lrs else (),
-        eval_limit=args.eval_limit,
+        eval_limit=args.eval_limit, benchmarks=benchmarks,
     )
     results = run_compare(config, resume=args.resume, overwrite=args.overwrite)
     for metric, units in results["speedup"].items():
@@ -206,11 +236,11 @@ def cmd_caption(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .zeroshot import EvalConfig, run_eval
+    from .zeroshot import Benchmark, EvalConfig, run_eval
 
-    names = ("model", "task", "data", "out", "images", "annotations", "split", "limit", "batch_size", "precision",
-             "prompt", "num_beams", "min_new_tokens", "max_new_tokens")
-    metrics = run_eval(EvalConfig(**{k: getattr(args, k) for k in names}))
+    benchmark = Benchmark(args.task, args.data, args.images, args.annotations, args.split, args.limit)
+    names = ("model", "out", "batch_size", "precision", "prompt", "num_beams", "min_new_tokens", "max_new_tokens")
+    metrics = run_eval(EvalConfig(benchmark=benchmark, **{k: getattr(args, k) for k in names}))
     print(json.dumps({k: metrics[k] for k in ("task", "metric", "score", "n")}))
     print(f"predictions: {Path(args.out) / 'predictions.jsonl'}, metrics: {Path(args.out) / 'metrics.json'}")
 
@@ -264,6 +294,8 @@ def cmd_estimate(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .benchmarks import TASKS
+
     parser = argparse.ArgumentParser(prog="vpgtrans", description="Transfer a BLIP-2 visual prompt generator to a new LLM.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -288,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dst")
     p.add_argument("--data", help="training image-caption pairs")
     p.add_argument("--eval", help="held-out miniature-world folder every arm is scored on")
+    p.add_argument("--benchmark", nargs="+", action="append", metavar="ARG",
+                   help=f"{BENCHMARK_USAGE}: score every arm on this benchmark too, or instead of --eval (the files "
+                   f"`vpgtrans eval` reads; TASK: {', '.join(TASKS)}); repeatable")
     p.add_argument("--out", help="output folder (default: runs/compare)")
     p.add_argument("--arms", default="tfs,vpgtrans", help="comma list from: tfs, vpgtrans, inherit-no-warmup, "
                    "fused-no-warmup, warmup-1x, warmup-10x, random-warmup, paper-converter, prompt-scale, "
@@ -301,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--converter", choices=CONVERTER_CHOICES,
                    help="converter of the fused arms (default: closed-form ridge; the paper-converter arm always uses paper)")
     p.add_argument("--tfs-lrs", help="comma list of learning rates swept for TFS on seed 0 (best is used)")
-    p.add_argument("--eval-limit", type=int, default=100, help="captions and questions scored per evaluation")
+    p.add_argument("--eval-limit", type=int, default=100, help="captions and questions of --eval scored per evaluation")
     _training_args(p, ())
     p.set_defaults(func=cmd_compare)
 
@@ -347,7 +382,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=30)
     p.set_defaults(func=cmd_caption)
 
-    from .benchmarks import TASKS
     from .costs import DEFAULT_MFU, GPUS
 
     p = sub.add_parser("eval", help="zero-shot evaluation on a benchmark: predictions.jsonl + metrics.json",

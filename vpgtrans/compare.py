@@ -6,7 +6,9 @@ the warm-up counts) and is evaluated on held-out data at regular points: before 
 `e_TFS / e_VT`: e_TFS is the point where TFS reaches its best score, e_VT the first point
 where VPGTrans beats that score (a tie does not), both counted in epochs of DATA (fractional
 between epoch ends); the same ratio is also reported in samples seen and in measured
-training seconds.
+training seconds. Arms are scored on a miniature-world folder (`eval`), on real benchmarks
+(`benchmarks`: COCO captions, NoCaps, VQAv2, OK-VQA, GQA, scored as `vpgtrans eval` scores
+them), or both; every score is a metric with a speed-up of its own.
 TFS gets its best learning rate from a small sweep, or the comparison means nothing.
 """
 
@@ -16,7 +18,7 @@ import json
 import math
 import shutil
 import statistics
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from accelerate import PartialState
@@ -31,10 +33,12 @@ from .evaluate import world_caption_accuracy, world_vqa_accuracy
 from .graft import reinitialise_vpg
 from .train import make_accelerator, train_stage
 from .transfer import TrainingConfig, collator_for, finetune_stage, initialise, steps_per_epoch, warmup_stage
+from .zeroshot import Benchmark, benchmark_scores, load_samples
 
-METRICS = ("caption", "cider", "vqa")
+METRICS = ("caption", "cider", "vqa")  # of the miniature-world folder
 # The TFS learning-rate sweep ranks by the mean best score of these (both in [0, 1]; CIDEr's
 # x100 scale would swamp them, and the reference runs were swept this way before it was added).
+# On benchmarks alone it ranks by every benchmark's score (CIDEr-D x100 and accuracies in percent).
 SWEEP_METRICS = ("caption", "vqa")
 
 
@@ -74,7 +78,7 @@ class CompareConfig:
     src: str
     dst: str
     data: str
-    eval: str
+    eval: str | None  # miniature-world folder (caption, cider, vqa); None: benchmarks only
     out: str
     arms: tuple[str, ...] = REFERENCE_ARMS
     seeds: int = 3
@@ -84,7 +88,20 @@ class CompareConfig:
     converter: str = "ridge"  # fit of the fused arms' converter (one of converter.CONVERTER_METHODS)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     tfs_lrs: tuple[float, ...] = ()  # swept on seed 0; empty: TFS uses training.lr
-    eval_limit: int | None = 100
+    eval_limit: int | None = 100  # of the world folder; a benchmark has its own limit
+    benchmarks: tuple[Benchmark, ...] = ()  # each scored as one metric named by its task
+
+
+def metric_names(config: CompareConfig) -> tuple[str, ...]:
+    """The metrics a speed-up is computed on: the world folder's, then one per benchmark."""
+    return (METRICS if config.eval else ()) + tuple(b.task for b in config.benchmarks)
+
+
+def sweep_metrics(config: CompareConfig) -> tuple[str, ...]:
+    return SWEEP_METRICS if config.eval else tuple(b.task for b in config.benchmarks)
+
+
+LoadedBenchmark = tuple[Benchmark, list, str]  # the benchmark, its samples, its annotation file (`load_samples`)
 
 
 @dataclass
@@ -119,6 +136,15 @@ def evaluate_point(model, processor, folder: str, limit: int | None) -> dict[str
     }
 
 
+def score_point(model, processor, config: CompareConfig, benchmarks: list[LoadedBenchmark]) -> dict[str, float]:
+    """Every metric of one evaluation point: the world folder's and each benchmark's."""
+    model.eval()
+    scores = evaluate_point(model, processor, config.eval, config.eval_limit) if config.eval else {}
+    for benchmark, samples, reference_file in benchmarks:
+        scores.update(benchmark_scores(model, processor, benchmark, samples, reference_file))
+    return scores
+
+
 def arm_model(config: CompareConfig, arm: Arm, seed: int, converter: WordConverter | None):
     """The starting point of an arm: grafted model with fused or random projector, VPG inherited or fresh."""
     records = load_caption_data(config.data).records if arm.prompt_scale else None
@@ -136,7 +162,8 @@ def evaluation_steps(per_epoch: int, budget: int, evals_per_epoch: int) -> list[
     return sorted(points | {budget})  # k * per_epoch / evals_per_epoch <= budget, so no point passes it
 
 
-def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: WordConverter | None, workdir: Path) -> list[CurvePoint]:
+def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: WordConverter | None, workdir: Path,
+            benchmarks: list[LoadedBenchmark] = ()) -> list[CurvePoint]:
     """Train one arm for the budget, evaluating at `evaluation_steps` (and before training).
 
     Always from the start: an arm is resumed by its saved curve, never from a stage checkpoint
@@ -159,7 +186,7 @@ def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: Wo
         raise VPGTransError(f"a budget of {budget} optimizer steps leaves nothing after the warm-up of {warmup_steps} "
                             f"(one epoch is {per_epoch} steps on {config.data}); raise the budget")
     scored = set(evaluation_steps(per_epoch, budget, config.evals_per_epoch))
-    curve = [CurvePoint(0.0, 0, 0, 0.0, evaluate_point(model, processor, config.eval, config.eval_limit))]
+    curve = [CurvePoint(0.0, 0, 0, 0.0, score_point(model, processor, config, benchmarks))]
 
     def record(result, stage, before: CurvePoint) -> None:
         steps = before.step + result.steps
@@ -167,7 +194,7 @@ def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: Wo
             flops = stage_flops(model.config, result, qformer_trained="qformer" in stage.trainable).total
             curve.append(CurvePoint(steps / per_epoch, steps, before.samples + result.samples,
                                     before.seconds + result.seconds,
-                                    evaluate_point(model, processor, config.eval, config.eval_limit),
+                                    score_point(model, processor, config, benchmarks),
                                     before.lm_tokens + result.lm_tokens, before.flops + flops,
                                     max(before.peak_memory_bytes, result.peak_memory_bytes), device_name(result.device)))
 
@@ -252,36 +279,42 @@ def _curve_path(out: Path, arm: str, seed: int, lr: float) -> Path:
     return out / "curves" / f"{arm}-seed{seed}-lr{lr:g}.json"
 
 
+NOT_CURVE_SETTINGS = ("out", "arms", "seeds", "tfs_lrs")  # which curves a compare asks for, not how they are made
+
+
 def curve_settings(config: CompareConfig) -> dict:
     """What shapes a curve besides its arm, seed and learning rate: saved with every curve, so
     a resumed compare never mixes curves trained or scored differently."""
     settings = json.loads(json.dumps(asdict(config)))
-    for key in ("out", "arms", "seeds", "tfs_lrs"):  # which curves a compare asks for, not how they are made
+    for key in NOT_CURVE_SETTINGS:
         settings.pop(key)
     return settings
 
 
-def _with_training_defaults(settings: dict) -> dict:
-    """Saved settings from before a TrainingConfig field existed: that curve ran with its default."""
+def _with_defaults(settings: dict) -> dict:
+    """Saved settings from before a CompareConfig or TrainingConfig field existed: that curve
+    ran with its default."""
     if "training" not in settings:
         return settings
-    return dict(settings, training={**asdict(TrainingConfig()), **settings["training"]})
+    defaults = {f.name: f.default for f in fields(CompareConfig) if f.default is not MISSING and f.name not in NOT_CURVE_SETTINGS}
+    return {**json.loads(json.dumps(defaults)), **settings, "training": {**asdict(TrainingConfig()), **settings["training"]}}
 
 
-def _load_or_run(config: CompareConfig, name: str, seed: int, lr: float, converters: dict) -> list[CurvePoint]:
+def _load_or_run(config: CompareConfig, name: str, seed: int, lr: float, converters: dict,
+                 benchmarks: list[LoadedBenchmark]) -> list[CurvePoint]:
     """Each finished arm is saved at once, so an interrupted compare resumes arm by arm."""
     out = Path(config.out)
     path = _curve_path(out, name, seed, lr)
     settings = curve_settings(config)
     if path.exists():
         saved = json.loads(path.read_text())
-        previous = _with_training_defaults(saved.get("settings", {}) if isinstance(saved, dict) else {})
+        previous = _with_defaults(saved.get("settings", {}) if isinstance(saved, dict) else {})
         if previous != settings:
             changed = differing_keys(previous, settings)
             raise VPGTransError(f"{path}: saved by a compare with other settings (differs in {', '.join(changed)}); "
                                 "pass --overwrite to start afresh or choose another --out")
         points = [CurvePoint(**p) for p in saved["points"]]
-        missing = [m for m in METRICS if any(m not in p.scores for p in points)]
+        missing = [m for m in metric_names(config) if any(m not in p.scores for p in points)]
         if missing:
             raise VPGTransError(f"{path}: saved before metric(s) {', '.join(missing)} were recorded; "
                                 "pass --overwrite to start afresh or choose another --out")
@@ -292,7 +325,7 @@ def _load_or_run(config: CompareConfig, name: str, seed: int, lr: float, convert
         captions = load_caption_data(config.data).captions()
         converters[method] = fit_converter(config.src, config.dst, captions, ConverterFitConfig(method=method))
     converter = converters[method] if arm.projector == "fused" else None
-    curve = run_arm(config, arm, seed, lr, converter, out / "work" / f"{name}-{seed}-{lr:g}")
+    curve = run_arm(config, arm, seed, lr, converter, out / "work" / f"{name}-{seed}-{lr:g}", benchmarks)
     write_text_atomic(path, json.dumps({"settings": settings, "points": [asdict(p) for p in curve]}))
     return curve
 
@@ -311,6 +344,13 @@ def run_compare(config: CompareConfig, resume: bool = False, overwrite: bool = F
         raise VPGTransError(f"--evals-per-epoch must be at least 1, not {config.evals_per_epoch}")
     if config.converter not in CONVERTER_METHODS:  # checked before hours of TFS training, not at the first fused arm
         raise VPGTransError(f"--converter {config.converter!r} is not one of {', '.join(CONVERTER_METHODS)}")
+    if not metric_names(config):
+        raise VPGTransError("nothing to score the arms on: give a miniature-world folder (--eval) or --benchmark")
+    tasks = [b.task for b in config.benchmarks]
+    twice = sorted({t for t in tasks if tasks.count(t) > 1})
+    if twice:
+        raise VPGTransError(f"--benchmark {', '.join(twice)} given twice: each benchmark's score is the metric named by its task")
+    benchmarks = [(b, *load_samples(b)) for b in config.benchmarks]  # a wrong path fails now, not after TFS
     out = Path(config.out)
     if overwrite:
         shutil.rmtree(out, ignore_errors=True)
@@ -322,13 +362,13 @@ def run_compare(config: CompareConfig, resume: bool = False, overwrite: bool = F
     tfs_lr = config.training.lr
     if config.tfs_lrs:
         for lr in config.tfs_lrs:
-            curve = _load_or_run(config, "tfs", 0, lr, converters)
-            sweep[lr] = statistics.fmean(max(p.scores[m] for p in curve) for m in SWEEP_METRICS)
+            curve = _load_or_run(config, "tfs", 0, lr, converters, benchmarks)
+            sweep[lr] = statistics.fmean(max(p.scores[m] for p in curve) for m in sweep_metrics(config))
         tfs_lr = max(sweep, key=sweep.get)
     curves: dict[str, dict[int, list[CurvePoint]]] = {}
     for name in config.arms:
         lr = tfs_lr if name == "tfs" else config.training.lr
-        curves[name] = {seed: _load_or_run(config, name, seed, lr, converters) for seed in range(config.seeds)}
+        curves[name] = {seed: _load_or_run(config, name, seed, lr, converters, benchmarks) for seed in range(config.seeds)}
     warmup_end = warmup_end_epoch(config.training, len(load_caption_data(config.data).records),
                                   PartialState().num_processes)
     results = {
@@ -340,15 +380,15 @@ def run_compare(config: CompareConfig, resume: bool = False, overwrite: bool = F
                 unit: summarise([speedup(curves["tfs"][s], curves["vpgtrans"][s], metric, unit) for s in range(config.seeds)])
                 for unit in ("epoch", "samples", "seconds")
             }
-            for metric in METRICS
+            for metric in metric_names(config)
         },
         "speedup_by_arm": {  # every other arm against TFS, the same way (ablations, our own ideas)
             name: {metric: summarise([speedup(curves["tfs"][s], curves[name][s], metric) for s in range(config.seeds)])
-                   for metric in METRICS}
+                   for metric in metric_names(config)}
             for name in config.arms if name != "tfs"
         },
         "curves": {name: {str(s): [asdict(p) for p in c] for s, c in per_seed.items()} for name, per_seed in curves.items()},
-        "orderings": orderings(curves, warmup_end),
+        "orderings": orderings(curves, warmup_end, metric_names(config)),
     }
     write_text_atomic(out / "results.json", json.dumps(results, indent=2))
     from .compare_report import write_plots, write_table
@@ -375,7 +415,8 @@ def _score_at(curve: list[CurvePoint], epoch: int, metric: str) -> float:
     return next(p.scores[metric] for p in curve if p.epoch == epoch)
 
 
-def orderings(curves: dict[str, dict[int, list[CurvePoint]]], warmup_end: int = 1) -> dict[str, dict]:
+def orderings(curves: dict[str, dict[int, list[CurvePoint]]], warmup_end: int = 1,
+              metrics: tuple[str, ...] = METRICS) -> dict[str, dict]:
     """The paper's orderings, checked where both arms were run: per metric, the two arms' mean
     scores, whether the mean holds the ordering and on how many seeds it holds (the paper
     reads them off captioning, and a metric near chance level can flip them by noise)."""
@@ -388,7 +429,7 @@ def orderings(curves: dict[str, dict[int, list[CurvePoint]]], warmup_end: int = 
         if not all(any(p.epoch == epoch for p in curves[arm][s]) for arm in (high, low) for s in seeds):
             continue  # the budget ended before the epoch it is read at
         checks[text] = {"arms": [high, low], "epoch": epoch, "seeds": len(seeds)}
-        for metric in METRICS:
+        for metric in metrics:
             a = [_score_at(curves[high][s], epoch, metric) for s in seeds]
             b = [_score_at(curves[low][s], epoch, metric) for s in seeds]
             means = [statistics.fmean(a), statistics.fmean(b)]

@@ -5,9 +5,17 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from .benchmarks import CAPTION_TASKS, TASKS
 from .compare import late_peak_note, results_curves, speedup_points, sweep_edge_note
 
 METRIC_NAMES = {"caption": "caption attribute accuracy", "cider": "caption CIDEr-D x100", "vqa": "VQA accuracy"}
+
+
+def metric_label(metric: str) -> str:
+    """What a metric of a compare measures: the world folder's, or a benchmark's headline score."""
+    if metric in TASKS:
+        return f"{metric} {'CIDEr-D x100' if metric in CAPTION_TASKS else 'accuracy (%)'}"
+    return METRIC_NAMES.get(metric, metric)
 
 
 def _fmt(summary: dict) -> str:
@@ -21,10 +29,10 @@ def write_table(results: dict, path: Path) -> None:
     """Speed-ups per metric and unit, then best and final scores per arm (mean over seeds)."""
     lines = ["| metric | speed-up (epochs) | speed-up (samples) | speed-up (seconds) |", "|---|---|---|---|"]
     for metric, units in results["speedup"].items():
-        lines.append(f"| {METRIC_NAMES.get(metric, metric)} | {_fmt(units['epoch'])} | {_fmt(units['samples'])} | {_fmt(units['seconds'])} |")
+        lines.append(f"| {metric_label(metric)} | {_fmt(units['epoch'])} | {_fmt(units['samples'])} | {_fmt(units['seconds'])} |")
     others = {arm: per_metric for arm, per_metric in results.get("speedup_by_arm", {}).items() if arm != "vpgtrans"}
     if others:
-        lines += ["", "| arm against TFS | " + " | ".join(f"speed-up on {METRIC_NAMES.get(m, m)} (epochs)" for m in results["speedup"]) + " |",
+        lines += ["", "| arm against TFS | " + " | ".join(f"speed-up on {metric_label(m)} (epochs)" for m in results["speedup"]) + " |",
                   "|---|" + "---|" * len(results["speedup"])]
         lines += [f"| {arm} | " + " | ".join(_fmt(per_metric[m]) for m in results["speedup"]) + " |" for arm, per_metric in others.items()]
     lines += ["", *_speedup_points_lines(results)]
@@ -42,7 +50,7 @@ def write_table(results: dict, path: Path) -> None:
     lines += [""] if results.get("orderings") else []
     for text, check in results.get("orderings", {}).items():
         verdicts = [
-            f"{METRIC_NAMES.get(m, m)} {check[m]['means'][0]:.3f} vs {check[m]['means'][1]:.3f}: "
+            f"{metric_label(m)} {check[m]['means'][0]:.3f} vs {check[m]['means'][1]:.3f}: "
             f"{'yes' if check[m]['holds'] else 'no'} ({check[m]['seeds_holding']} of {check['seeds']} seeds)"
             for m in results["speedup"]
         ]
@@ -57,7 +65,7 @@ def _speedup_points_lines(results: dict) -> list[str]:
     for metric in results["speedup"]:
         pairs = [speedup_points(curves["tfs"][s], curves["vpgtrans"][s], metric) for s in curves["tfs"]]
         seeds = ", ".join(f"{best.epoch:.3g} / {'never' if reached is None else f'{reached.epoch:.3g}'}" for best, reached in pairs)
-        lines.append(f"- {METRIC_NAMES.get(metric, metric)}: e_TFS / e_VT per seed (epochs): {seeds}")
+        lines.append(f"- {metric_label(metric)}: e_TFS / e_VT per seed (epochs): {seeds}")
         note = late_peak_note(list(curves["tfs"].values()), metric)
         lines += [f"  - {note}"] if note else []
     return lines
@@ -79,7 +87,7 @@ def write_plots(results: dict, folder: Path) -> None:
             ax.plot(epochs, [statistics.fmean(c) for c in columns], marker="o", label=arm)
             ax.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], alpha=0.15)
         ax.set_xlabel("epoch (warm-up epochs count)")
-        ax.set_ylabel(METRIC_NAMES.get(metric, metric))
+        ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .checkpointing import write_text_atomic
 from .compare import CurvePoint, late_peak_note, results_curves, speedup_points, sweep_edge_note
-from .compare_report import METRIC_NAMES, _fmt
+from .compare_report import _fmt, metric_label
 from .costs import DEFAULT_MFU, GPUS, gpu_hours
 from .errors import VPGTransError
 
@@ -165,7 +165,7 @@ def compare_section(folder: Path, prefix: str, pricing: Pricing) -> list[Block]:
     blocks: list[Block] = [f"## Comparison `{folder}`", f"{config.get('src', '')} → {config.get('dst', '')}, "
                            f"{len(curves['tfs'])} seed(s). Speed-up as the paper defines it (e_TFS / e_VT):"]
     blocks.append((["metric", "speed-up (epochs)", "speed-up (samples)", "speed-up (seconds)"],
-                   [[METRIC_NAMES.get(m, m), *(_fmt(u[k]) for k in ("epoch", "samples", "seconds"))]
+                   [[metric_label(m), *(_fmt(u[k]) for k in ("epoch", "samples", "seconds"))]
                     for m, u in results["speedup"].items()]))
     rows, reach = [], {}
     for metric in results["speedup"]:
@@ -174,7 +174,7 @@ def compare_section(folder: Path, prefix: str, pricing: Pricing) -> list[Block]:
                             ("VPGTrans (beating it)", [r for _, r in pairs if r is not None])):
             flops = _mean([p.flops for p in points]) if points and all(p.flops for p in points) else None
             reach[(metric, arm)] = (flops, _mean([p.samples for p in points]))
-            rows.append([METRIC_NAMES.get(metric, metric), arm, f"{len(points)}/{len(pairs)}",
+            rows.append([metric_label(metric), arm, f"{len(points)}/{len(pairs)}",
                          _num(_mean([b.scores[metric] for b, _ in pairs])), _num(_mean([p.epoch for p in points])),
                          _num(_mean([p.samples for p in points])), *_cost_cells(flops, pricing),
                          _num(_mean([p.seconds for p in points]), " s")])
@@ -207,7 +207,7 @@ def _curves_plot(curves: dict[str, dict[str, list[CurvePoint]]], metrics: list[s
             ax.plot([statistics.fmean(x for x, _ in col) for col in columns],
                     [statistics.fmean(y for _, y in col) for col in columns], marker="o", label=arm)
         ax.set_xlabel("training samples seen")
-        ax.set_ylabel(METRIC_NAMES.get(metric, metric))
+        ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _png(fig)
@@ -218,7 +218,7 @@ def _reach_plot(reach: dict[tuple[str, str], tuple[float | None, float | None]],
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     use_hours = all(flops for flops, _ in reach.values())
-    labels = [f"{METRIC_NAMES.get(m, m)}\n{arm.split(' ')[0]}" for m, arm in reach]
+    labels = [f"{metric_label(m)}\n{arm.split(' ')[0]}" for m, arm in reach]
     values = [(pricing.project(f)[0] if use_hours else s) or 0.0 for f, s in reach.values()]
     ax.bar(labels, values, color=["tab:blue" if "TFS" in arm else "tab:orange" for _, arm in reach])
     ax.set_ylabel(f"{pricing.gpu} hours (projected)" if use_hours else "samples")

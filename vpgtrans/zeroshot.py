@@ -24,6 +24,7 @@ from .benchmarks import (
     VQASample,
     get_task,
     score,
+    score_predictions,
 )
 from .checkpointing import write_text_atomic
 from .errors import VPGTransError
@@ -51,18 +52,26 @@ TASK_CONFIGS: dict[str, TaskConfig] = {
 }
 
 
+@dataclass(frozen=True)
+class Benchmark:
+    """Which benchmark files to score on: what `vpgtrans eval` reads, and what `vpgtrans compare
+    --benchmark` scores every arm on at each evaluation point."""
+
+    task: str
+    data: str  # caption annotation file, questions file, or a world folder
+    images: str | None = None  # image folder of a real benchmark
+    annotations: str | None = None  # VQA annotations (vqav2, okvqa)
+    split: str = "test"  # Karpathy split (coco-caption)
+    limit: int | None = None  # the first N images or questions only
+
+
 @dataclass
 class EvalConfig:
     """What `vpgtrans eval` reads, writes and overrides (None: the task's setting)."""
 
     model: str
-    task: str
-    data: str  # caption annotation file, questions file, or a world folder
+    benchmark: Benchmark
     out: str
-    images: str | None = None  # image folder of a real benchmark
-    annotations: str | None = None  # VQA annotations (vqav2, okvqa)
-    split: str = "test"  # Karpathy split (coco-caption)
-    limit: int | None = None
     batch_size: int = 16
     precision: str = "fp32"
     prompt: str | None = None
@@ -71,25 +80,34 @@ class EvalConfig:
     max_new_tokens: int | None = None
 
 
-def task_config(config: EvalConfig, encoder_decoder: bool) -> TaskConfig:
-    """The task's protocol with the command line's overrides applied."""
-    base = TASK_CONFIGS[config.task]
+def task_config(task: str, encoder_decoder: bool, config: EvalConfig | None = None) -> TaskConfig:
+    """The task's protocol for this kind of LLM, with `vpgtrans eval`'s overrides applied."""
+    base = TASK_CONFIGS[task]
     prompt = ENCODER_DECODER_VQA_PROMPT if encoder_decoder and base.prompt == VQA_PROMPT else base.prompt
+    if config is None:
+        return TaskConfig(prompt, base.generation)
     overrides = {k: getattr(config, k) for k in ("num_beams", "min_new_tokens", "max_new_tokens")
                  if getattr(config, k) is not None}
     return TaskConfig(prompt if config.prompt is None else config.prompt, replace(base.generation, **overrides))
 
 
-def load_samples(config: EvalConfig) -> tuple[list[CaptionSample] | list[VQASample], str]:
-    """The task's samples and the annotation file `score` checks predictions against."""
-    task = get_task(config.task)
-    if config.images is None and not task.own_images:
-        raise VPGTransError(f"--images is required for {task.name}: the folder holding the benchmark's images")
-    if config.annotations is None and task.answers_apart:
+def load_samples(benchmark: Benchmark) -> tuple[list[CaptionSample] | list[VQASample], str]:
+    """The benchmark's samples (the first `limit`), each image checked to exist, and the
+    annotation file `score` checks predictions against: before any model loads or trains, a
+    wrong path fails in seconds."""
+    task = get_task(benchmark.task)
+    if benchmark.images is None and not task.own_images:
+        raise VPGTransError(f"--images is required for {task.name}: the folder holding the benchmark's images "
+                            "(images=DIR in `compare --benchmark`)")
+    if benchmark.annotations is None and task.answers_apart:
         raise VPGTransError(
-            f"--annotations is required for {task.name}: the answers file, e.g. v2_mscoco_val2014_annotations.json")
-    samples = task.read(config.data, config.images or "", config.annotations, config.split)
-    return samples, config.annotations if task.answers_apart else config.data
+            f"--annotations is required for {task.name}: the answers file, e.g. v2_mscoco_val2014_annotations.json "
+            "(annotations=FILE in `compare --benchmark`)")
+    samples = task.read(benchmark.data, benchmark.images or "", benchmark.annotations, benchmark.split)[: benchmark.limit]
+    missing = next((s for s in samples if not s.image_path.is_file()), None)
+    if missing is not None:
+        raise VPGTransError(f"{missing.image_path}: image not found for {_sample_id(missing)}")
+    return samples, benchmark.annotations if task.answers_apart else benchmark.data
 
 
 def _sample_id(sample: CaptionSample | VQASample) -> str:
@@ -118,24 +136,36 @@ def prediction_rows(model, processor, samples: list, task: TaskConfig, batch_siz
     return rows
 
 
+def benchmark_scores(model, processor, benchmark: Benchmark, samples: list, annotations: str,
+                     batch_size: int = 16) -> dict[str, float]:
+    """Score an in-memory model on loaded samples (`load_samples`) by the task's protocol: the
+    headline score under the task's name (CIDEr-D x100 or accuracy in percent), its other
+    numbers as ``task_name`` (NoCaps domains, the world's attribute accuracies)."""
+    task = task_config(benchmark.task, not model.config.use_decoder_only_language_model)
+    rows = prediction_rows(model, processor, samples, task, batch_size, benchmark.task)
+    id_key, text_key = ("image_id", "caption") if benchmark.task in CAPTION_TASKS else ("question_id", "answer")
+    metrics = score_predictions(benchmark.task, {str(r[id_key]): r[text_key] for r in rows}, annotations,
+                                split=benchmark.split, source=f"{benchmark.task} predictions")
+    extras = {**metrics.get("domains", {}),
+              **{k: v for k, v in metrics.items() if k not in ("task", "score", "n", "n_annotated") and isinstance(v, float)}}
+    return {benchmark.task: metrics["score"], **{f"{benchmark.task}_{k}": v for k, v in extras.items()}}
+
+
 def run_eval(config: EvalConfig) -> dict:
     """Generate on the task's samples, write OUT/predictions.jsonl, score it into OUT/metrics.json."""
     from .graft import load_blip2
     from .train import HALF_DTYPES
 
-    samples, annotations = load_samples(config)
-    samples = samples[: config.limit]
-    missing = next((s for s in samples if not s.image_path.is_file()), None)
-    if missing is not None:  # before the model loads: a wrong --images fails in a second
-        raise VPGTransError(f"{missing.image_path}: image not found for {_sample_id(missing)}")
+    benchmark = config.benchmark
+    samples, annotations = load_samples(benchmark)
     model, processor = load_blip2(config.model, HALF_DTYPES[config.precision])
     model.to("cuda" if torch.cuda.is_available() else "cpu")
-    task = task_config(config, not model.config.use_decoder_only_language_model)
-    rows = prediction_rows(model, processor, samples, task, config.batch_size, config.task)
+    task = task_config(benchmark.task, not model.config.use_decoder_only_language_model, config)
+    rows = prediction_rows(model, processor, samples, task, config.batch_size, benchmark.task)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    metrics = score(config.task, out / "predictions.jsonl", annotations, split=config.split)
-    metrics.update(model=config.model, data=config.data, prompt=task.prompt, generation=asdict(task.generation))
+    metrics = score(benchmark.task, out / "predictions.jsonl", annotations, split=benchmark.split)
+    metrics.update(model=config.model, data=benchmark.data, prompt=task.prompt, generation=asdict(task.generation))
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
