@@ -21,7 +21,7 @@ from vpgtrans.errors import VPGTransError
 from vpgtrans.evaluate import EvalResult
 from vpgtrans.graft import load_blip2
 from vpgtrans.transfer import TrainingConfig
-from vpgtrans.zeroshot import Benchmark, benchmark_scores, load_samples
+from vpgtrans.zeroshot import Benchmark, benchmark_scores, load_benchmark
 
 
 def _curve(scores: list[float], samples_per_epoch: int = 100, seconds_per_epoch: float = 2.0) -> list[CurvePoint]:
@@ -235,7 +235,7 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
         run_compare(replace(config, arms=("tfs", "vpgtrans"), eval_limit=5), resume=True)
 
 
-def test_compare_on_benchmarks(zoo, coco, tmp_path):
+def test_compare_on_benchmarks(zoo, coco, tmp_path, monkeypatch):
     """Real-benchmark scoring, as a user with real models runs it: COCO captions and VQAv2 in their
     own files, no miniature-world folder; each benchmark is a metric with its own speed-up."""
     caption = Benchmark("coco-caption", str(coco / "dataset_coco.json"), images=str(coco))
@@ -244,7 +244,11 @@ def test_compare_on_benchmarks(zoo, coco, tmp_path):
     config = CompareConfig(src=str(zoo.src), dst=str(zoo.dst_opt), data=str(zoo.data), eval=None, out=str(tmp_path / "run"),
                            seeds=1, budget_epochs=2, training=TrainingConfig(batch_size=16, lr=1e-3),
                            tfs_lrs=(1e-3, 3e-3), benchmarks=(caption, vqa))
+    reads = []  # annotation files are read once per compare, not at each of its 9 evaluation points
+    monkeypatch.setattr(vpgtrans.zeroshot, "load_references", lambda *args, read=vpgtrans.zeroshot.load_references:
+                        reads.append(args[0]) or read(*args))
     results = run_compare(config)
+    assert reads == ["coco-caption", "vqav2"]
     assert set(results["speedup"]) == set(results["speedup_by_arm"]["vpgtrans"]) == {"coco-caption", "vqav2"}
     for lr, swept in results["tfs_lr_sweep"].items():  # ranked by both benchmarks' best scores
         points = json.loads((tmp_path / "run" / "curves" / f"tfs-seed0-lr{lr}.json").read_text())["points"]
@@ -253,8 +257,8 @@ def test_compare_on_benchmarks(zoo, coco, tmp_path):
     tfs = vpgtrans.compare.results_curves(results)["tfs"]["0"]
     assert [p.epoch for p in tfs] == [0, 1, 2] and all(set(p.scores) == {"coco-caption", "vqav2"} for p in tfs)
     model, processor = arm_model(config, ARMS["tfs"], 0, None)  # the scores are `vpgtrans eval`'s (test_eval.py)
-    expected = {**benchmark_scores(model, processor, caption, *load_samples(caption)),
-                **benchmark_scores(model, processor, vqa, *load_samples(vqa))}
+    expected = {**benchmark_scores(model, processor, load_benchmark(caption)),
+                **benchmark_scores(model, processor, load_benchmark(vqa))}
     assert tfs[0].scores == pytest.approx(expected)
     table = (tmp_path / "run" / "results.md").read_text()
     assert "| coco-caption CIDEr-D x100 |" in table and "| vqav2 accuracy (%) |" in table
@@ -291,8 +295,8 @@ def test_world_metrics_equal_the_toy_benchmarks(zoo, monkeypatch):
     monkeypatch.setattr(vpgtrans.evaluate, "generate", generate)
     monkeypatch.setattr(vpgtrans.zeroshot, "generate", generate)
     model, processor = load_blip2(str(zoo.src))
-    benchmarks = [(b, *load_samples(b)) for b in (Benchmark("toy-caption", str(folder), limit=6),
-                                                   Benchmark("toy-vqa", str(folder), limit=6))]
+    benchmarks = [load_benchmark(b) for b in (Benchmark("toy-caption", str(folder), limit=6),
+                                              Benchmark("toy-vqa", str(folder), limit=6))]
     both = vpgtrans.compare.score_point(model, processor, CompareConfig("s", "d", "x", str(folder), "o", eval_limit=6), benchmarks)
     assert 0 < both["caption"] < 1 and 0 < both["cider"] and 0 < both["vqa"] < 1
     assert both["cider"] == pytest.approx(both["toy-caption"])

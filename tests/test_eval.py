@@ -108,14 +108,14 @@ def test_score_toy_caption(zoo, tmp_path, capsys):
 def test_in_memory_scores_equal_vpgtrans_eval(zoo, coco, tmp_path):
     """What `compare --benchmark` records at an evaluation point is what `vpgtrans eval` reports."""
     from vpgtrans.graft import load_blip2
-    from vpgtrans.zeroshot import benchmark_scores, run_eval
+    from vpgtrans.zeroshot import benchmark_scores, load_benchmark, run_eval
 
     model, processor = load_blip2(str(zoo.src))
     for benchmark in (Benchmark("coco-caption", str(coco / "dataset_coco.json"), images=str(coco)),
                       Benchmark("vqav2", str(coco / "v2_OpenEnded_mscoco_val2014_questions.json"), images=str(coco / "val2014"),
                                 annotations=str(coco / "v2_mscoco_val2014_annotations.json"), limit=2),
                       Benchmark("toy-caption", str(zoo.data.parent), limit=3)):
-        scores = benchmark_scores(model, processor, benchmark, *load_samples(benchmark))
+        scores = benchmark_scores(model, processor, load_benchmark(benchmark))
         metrics = run_eval(EvalConfig(str(zoo.src), benchmark, str(tmp_path / benchmark.task)))
         assert scores[benchmark.task] == pytest.approx(metrics["score"]), benchmark.task
         assert metrics["n"] == (2 if benchmark.task == "vqav2" else 3)

@@ -311,8 +311,9 @@ def read_predictions(path: PathLike, task: str) -> dict[str, str]:
     return out
 
 
-def _references(task: Task, annotations_path: PathLike, split: str) -> dict[str, Any]:
-    """``{id (as str): references}`` from a benchmark's annotation file."""
+def load_references(task_name: str, annotations_path: PathLike, split: str = "test") -> dict[str, Any]:
+    """``{id (as str): references}`` from a benchmark's annotation file (read once, score many times)."""
+    task = get_task(task_name)
     if task.answers_apart:
         return _vqa_answers(annotations_path)
     samples = task.read(annotations_path, "", None, split)
@@ -344,9 +345,10 @@ def score_predictions(
     require_complete: bool = False,
     per_sample: bool = False,
     source: str = "predictions",
+    references: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score predictions (``{id (as str): caption or answer}``, named `source` in errors) against
-    a benchmark's annotation file.
+    a benchmark's annotation file (`references`: its `load_references`, when already read).
 
     Caption tasks give CIDEr-D (x100, as papers report it; NoCaps also per domain, each
     domain scored on its own like the NoCaps server), VQA tasks the accuracy in percent
@@ -357,7 +359,7 @@ def score_predictions(
     "n_annotated"}`` (+ ``"domains"``, ``"attribute_accuracy"``, + ``"per_sample"`` when asked).
     """
     spec = get_task(task)
-    refs = _references(spec, annotations_path, split)
+    refs = load_references(task, annotations_path, split) if references is None else references
     for key in preds:
         if key not in refs:
             what = "image_id" if spec.is_caption else "question_id"

@@ -33,7 +33,7 @@ from .evaluate import world_caption_accuracy, world_vqa_accuracy
 from .graft import reinitialise_vpg
 from .train import make_accelerator, train_stage
 from .transfer import TrainingConfig, collator_for, finetune_stage, initialise, steps_per_epoch, warmup_stage
-from .zeroshot import Benchmark, benchmark_scores, load_samples
+from .zeroshot import Benchmark, LoadedBenchmark, benchmark_scores, load_benchmark
 
 METRICS = ("caption", "cider", "vqa")  # of the miniature-world folder
 # The TFS learning-rate sweep ranks by the mean best score of these (both in [0, 1]; CIDEr's
@@ -101,8 +101,6 @@ def sweep_metrics(config: CompareConfig) -> tuple[str, ...]:
     return SWEEP_METRICS if config.eval else tuple(b.task for b in config.benchmarks)
 
 
-LoadedBenchmark = tuple[Benchmark, list, str]  # the benchmark, its samples, its annotation file (`load_samples`)
-
 
 @dataclass
 class CurvePoint:
@@ -140,8 +138,8 @@ def score_point(model, processor, config: CompareConfig, benchmarks: list[Loaded
     """Every metric of one evaluation point: the world folder's and each benchmark's."""
     model.eval()
     scores = evaluate_point(model, processor, config.eval, config.eval_limit) if config.eval else {}
-    for benchmark, samples, reference_file in benchmarks:
-        scores.update(benchmark_scores(model, processor, benchmark, samples, reference_file))
+    for loaded in benchmarks:
+        scores.update(benchmark_scores(model, processor, loaded))
     return scores
 
 
@@ -350,7 +348,7 @@ def run_compare(config: CompareConfig, resume: bool = False, overwrite: bool = F
     twice = sorted({t for t in tasks if tasks.count(t) > 1})
     if twice:
         raise VPGTransError(f"--benchmark {', '.join(twice)} given twice: each benchmark's score is the metric named by its task")
-    benchmarks = [(b, *load_samples(b)) for b in config.benchmarks]  # a wrong path fails now, not after TFS
+    benchmarks = [load_benchmark(b) for b in config.benchmarks]  # a wrong path fails now, not after TFS
     out = Path(config.out)
     if overwrite:
         shutil.rmtree(out, ignore_errors=True)

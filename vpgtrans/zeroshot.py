@@ -23,6 +23,7 @@ from .benchmarks import (
     CaptionSample,
     VQASample,
     get_task,
+    load_references,
     score,
     score_predictions,
 )
@@ -136,16 +137,31 @@ def prediction_rows(model, processor, samples: list, task: TaskConfig, batch_siz
     return rows
 
 
-def benchmark_scores(model, processor, benchmark: Benchmark, samples: list, annotations: str,
-                     batch_size: int = 16) -> dict[str, float]:
-    """Score an in-memory model on loaded samples (`load_samples`) by the task's protocol: the
-    headline score under the task's name (CIDEr-D x100 or accuracy in percent), its other
-    numbers as ``task_name`` (NoCaps domains, the world's attribute accuracies)."""
+@dataclass
+class LoadedBenchmark:
+    """A benchmark read once, to be scored at many points (`vpgtrans compare`)."""
+
+    benchmark: Benchmark
+    samples: list[CaptionSample] | list[VQASample]
+    annotations: str
+    references: dict
+
+
+def load_benchmark(benchmark: Benchmark) -> LoadedBenchmark:
+    samples, annotations = load_samples(benchmark)
+    return LoadedBenchmark(benchmark, samples, annotations, load_references(benchmark.task, annotations, benchmark.split))
+
+
+def benchmark_scores(model, processor, loaded: LoadedBenchmark, batch_size: int = 16) -> dict[str, float]:
+    """Score an in-memory model by the task's protocol: the headline score under the task's name
+    (CIDEr-D x100 or accuracy in percent), its other numbers as ``task_name`` (NoCaps domains,
+    the world's attribute accuracies)."""
+    benchmark = loaded.benchmark
     task = task_config(benchmark.task, not model.config.use_decoder_only_language_model)
-    rows = prediction_rows(model, processor, samples, task, batch_size, benchmark.task)
+    rows = prediction_rows(model, processor, loaded.samples, task, batch_size, benchmark.task)
     id_key, text_key = ("image_id", "caption") if benchmark.task in CAPTION_TASKS else ("question_id", "answer")
-    metrics = score_predictions(benchmark.task, {str(r[id_key]): r[text_key] for r in rows}, annotations,
-                                split=benchmark.split, source=f"{benchmark.task} predictions")
+    metrics = score_predictions(benchmark.task, {str(r[id_key]): r[text_key] for r in rows}, loaded.annotations,
+                                split=benchmark.split, source=f"{benchmark.task} predictions", references=loaded.references)
     extras = {**metrics.get("domains", {}),
               **{k: v for k, v in metrics.items() if k not in ("task", "score", "n", "n_annotated") and isinstance(v, float)}}
     return {benchmark.task: metrics["score"], **{f"{benchmark.task}_{k}": v for k, v in extras.items()}}
