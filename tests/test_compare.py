@@ -263,6 +263,10 @@ def test_compare_on_benchmarks(zoo, coco, tmp_path, monkeypatch):
     table = (tmp_path / "run" / "results.md").read_text()
     assert "| coco-caption CIDEr-D x100 |" in table and "| vqav2 accuracy (%) |" in table
     assert (tmp_path / "run" / "curve-coco-caption.png").stat().st_size > 1000
+    from vpgtrans.cli import main
+
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "report")]) == 0
+    assert "| vqav2 accuracy (%) |" in (tmp_path / "report" / "report.md").read_text()
     run_compare(config, resume=True)  # the saved curves carry the benchmarks they were scored on
     with pytest.raises(VPGTransError, match="differs in benchmarks"):
         run_compare(replace(config, benchmarks=(caption, replace(vqa, limit=3))), resume=True)
