@@ -286,9 +286,14 @@ def get_task(name: str) -> Task:
 
 # --------------------------------------------------------------------------- scoring
 
+def prediction_fields(task: str) -> tuple[str, str]:
+    """The id and text fields of the task's predictions: image_id / caption or question_id / answer."""
+    return ("image_id", "caption") if get_task(task).is_caption else ("question_id", "answer")
+
+
 def read_predictions(path: PathLike, task: str) -> dict[str, str]:
     """Read a predictions JSONL file: ``{id (as str): caption or answer}``."""
-    id_key, text_key = ("image_id", "caption") if get_task(task).is_caption else ("question_id", "answer")
+    id_key, text_key = prediction_fields(task)
     out: dict[str, str] = {}
     try:
         for lineno, record in iter_jsonl(path):

@@ -18,6 +18,7 @@ import json
 import math
 import shutil
 import statistics
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -101,7 +102,6 @@ def sweep_metrics(config: CompareConfig) -> tuple[str, ...]:
     return SWEEP_METRICS if config.eval else tuple(b.task for b in config.benchmarks)
 
 
-
 @dataclass
 class CurvePoint:
     """Scores after `epoch` (of DATA; fractional between epoch ends), and the cumulative cost
@@ -134,7 +134,7 @@ def evaluate_point(model, processor, folder: str, limit: int | None) -> dict[str
     }
 
 
-def score_point(model, processor, config: CompareConfig, benchmarks: list[LoadedBenchmark]) -> dict[str, float]:
+def score_point(model, processor, config: CompareConfig, benchmarks: Sequence[LoadedBenchmark]) -> dict[str, float]:
     """Every metric of one evaluation point: the world folder's and each benchmark's."""
     model.eval()
     scores = evaluate_point(model, processor, config.eval, config.eval_limit) if config.eval else {}
@@ -161,7 +161,7 @@ def evaluation_steps(per_epoch: int, budget: int, evals_per_epoch: int) -> list[
 
 
 def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: WordConverter | None, workdir: Path,
-            benchmarks: list[LoadedBenchmark] = ()) -> list[CurvePoint]:
+            benchmarks: Sequence[LoadedBenchmark] = ()) -> list[CurvePoint]:
     """Train one arm for the budget, evaluating at `evaluation_steps` (and before training).
 
     Always from the start: an arm is resumed by its saved curve, never from a stage checkpoint
@@ -299,7 +299,7 @@ def _with_defaults(settings: dict) -> dict:
 
 
 def _load_or_run(config: CompareConfig, name: str, seed: int, lr: float, converters: dict,
-                 benchmarks: list[LoadedBenchmark]) -> list[CurvePoint]:
+                 benchmarks: Sequence[LoadedBenchmark]) -> list[CurvePoint]:
     """Each finished arm is saved at once, so an interrupted compare resumes arm by arm."""
     out = Path(config.out)
     path = _curve_path(out, name, seed, lr)
@@ -342,7 +342,8 @@ def run_compare(config: CompareConfig, resume: bool = False, overwrite: bool = F
         raise VPGTransError(f"--evals-per-epoch must be at least 1, not {config.evals_per_epoch}")
     if config.converter not in CONVERTER_METHODS:  # checked before hours of TFS training, not at the first fused arm
         raise VPGTransError(f"--converter {config.converter!r} is not one of {', '.join(CONVERTER_METHODS)}")
-    if not metric_names(config):
+    metrics = metric_names(config)
+    if not metrics:
         raise VPGTransError("nothing to score the arms on: give a miniature-world folder (--eval) or --benchmark")
     tasks = [b.task for b in config.benchmarks]
     twice = sorted({t for t in tasks if tasks.count(t) > 1})
@@ -378,15 +379,15 @@ def run_compare(config: CompareConfig, resume: bool = False, overwrite: bool = F
                 unit: summarise([speedup(curves["tfs"][s], curves["vpgtrans"][s], metric, unit) for s in range(config.seeds)])
                 for unit in ("epoch", "samples", "seconds")
             }
-            for metric in metric_names(config)
+            for metric in metrics
         },
         "speedup_by_arm": {  # every other arm against TFS, the same way (ablations, our own ideas)
             name: {metric: summarise([speedup(curves["tfs"][s], curves[name][s], metric) for s in range(config.seeds)])
-                   for metric in metric_names(config)}
+                   for metric in metrics}
             for name in config.arms if name != "tfs"
         },
         "curves": {name: {str(s): [asdict(p) for p in c] for s, c in per_seed.items()} for name, per_seed in curves.items()},
-        "orderings": orderings(curves, warmup_end, metric_names(config)),
+        "orderings": orderings(curves, warmup_end, metrics),
     }
     write_text_atomic(out / "results.json", json.dumps(results, indent=2))
     from .compare_report import write_plots, write_table

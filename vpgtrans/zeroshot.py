@@ -24,6 +24,7 @@ from .benchmarks import (
     VQASample,
     get_task,
     load_references,
+    prediction_fields,
     score,
     score_predictions,
 )
@@ -159,7 +160,7 @@ def benchmark_scores(model, processor, loaded: LoadedBenchmark, batch_size: int 
     benchmark = loaded.benchmark
     task = task_config(benchmark.task, not model.config.use_decoder_only_language_model)
     rows = prediction_rows(model, processor, loaded.samples, task, batch_size, benchmark.task)
-    id_key, text_key = ("image_id", "caption") if benchmark.task in CAPTION_TASKS else ("question_id", "answer")
+    id_key, text_key = prediction_fields(benchmark.task)
     metrics = score_predictions(benchmark.task, {str(r[id_key]): r[text_key] for r in rows}, loaded.annotations,
                                 split=benchmark.split, source=f"{benchmark.task} predictions", references=loaded.references)
     extras = {**metrics.get("domains", {}),
