@@ -21,14 +21,19 @@ def first_reaching(curve: list[CurvePoint], metric: str, target: float) -> float
     return next((p.epoch for p in curve[1:] if p.scores[metric] >= target), None)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def compare_folders(doc: str, option: str, default: str):
+    """(args, [(folder, curves)]) for the probes that read committed compare folders."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--metric", default="caption")
-    parser.add_argument("--deltas", default="0,0.005,0.01,0.02")
+    parser.add_argument(option, default=default)
     args = parser.parse_args()
-    for folder in args.folders:
-        curves = results_curves(json.loads((folder / "results.json").read_text()))
+    return args, [(f, results_curves(json.loads((f / "results.json").read_text()))) for f in args.folders]
+
+
+def main() -> None:
+    args, folders = compare_folders(__doc__, "--deltas", "0,0.005,0.01,0.02")
+    for folder, curves in folders:
         for delta in map(float, args.deltas.split(",")):
             cells, ratios = [], []
             for seed, tfs in curves["tfs"].items():
