@@ -9,7 +9,7 @@ TFS reaches VPGTrans's score after k epochs ("never" within the budget), so the 
 head start can be read at every point of its curve.
 """
 
-from within_tolerance import compare_folders
+from within_tolerance import compare_folders, first_reaching
 
 
 def main() -> None:
@@ -19,7 +19,7 @@ def main() -> None:
             cells = []
             for seed, tfs in curves["tfs"].items():
                 target = next(p.scores[args.metric] for p in curves["vpgtrans"][seed] if p.epoch == k)
-                reached = next((p.epoch for p in tfs[1:] if p.scores[args.metric] >= target), None)
+                reached = first_reaching(tfs, args.metric, target)
                 cells.append(f"{target:.3f} -> {'never' if reached is None else f'{reached:g}'}")
             print(f"{folder.name}  VPGTrans after epoch {k:g}: TFS reaches it at  " + "; ".join(cells))
 
