@@ -367,7 +367,7 @@ def score_predictions(
     refs = load_references(task, annotations_path, split) if references is None else references
     for key in preds:
         if key not in refs:
-            what = "image_id" if spec.is_caption else "question_id"
+            what = prediction_fields(task)[0]
             where = f" (split {split!r})" if task == "coco-caption" else ""
             raise BenchmarkFormatError(
                 f"{source}: {what} {key} has no annotation in {annotations_path}{where}")
