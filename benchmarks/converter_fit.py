@@ -332,7 +332,7 @@ def build_stand_ins(root: str | Path, spec: StandInSpec = StandInSpec()) -> Stan
 
 FIT_SCRIPT = r"""
 import dataclasses, json, resource, sys, time
-from vpgtrans.converter import ConverterFitConfig, fit_converter
+from vpgtrans.method.converter import ConverterFitConfig, fit_converter
 src, dst, captions = sys.argv[1], sys.argv[2], json.loads(open(sys.argv[3]).read())
 started = time.perf_counter()
 converter = fit_converter(src, dst, captions, ConverterFitConfig())

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 from transformers import AutoModelForCausalLM
 
-from vpgtrans import tiny, world
+from vpgtrans import world
+from vpgtrans.world import tiny
 
 
 @dataclass

@@ -15,9 +15,9 @@ import torch
 from safetensors import safe_open
 from transformers import AutoTokenizer
 
-from vpgtrans.converter import ConverterFitConfig, fit_converter
-from vpgtrans.embeddings import read_input_embeddings
-from vpgtrans.vocab import tokenizer_convention
+from vpgtrans.method.converter import ConverterFitConfig, fit_converter
+from vpgtrans.method.embeddings import read_input_embeddings
+from vpgtrans.method.vocab import tokenizer_convention
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "converter_fit.py"
 

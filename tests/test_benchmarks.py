@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vpgtrans.benchmarks import (
+from vpgtrans.evaluation.tasks import (
     BenchmarkFormatError,
     CaptionSample,
     VQASample,
@@ -19,8 +19,8 @@ from vpgtrans.benchmarks import (
     score,
 )
 from vpgtrans.errors import VPGTransError
-from vpgtrans.metrics import cider_d
-from vpgtrans.ptb import ptb_tokenize
+from vpgtrans.evaluation.metrics import cider_d
+from vpgtrans.evaluation.ptb import ptb_tokenize
 
 
 def _write_json(path: Path, data: object) -> Path:

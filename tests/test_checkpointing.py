@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from vpgtrans.checkpointing import atomic_dir, atomic_path, write_text_atomic
+from vpgtrans.io.atomic import atomic_dir, atomic_path, write_text_atomic
 
 
 def test_atomic_file_gets_ordinary_permissions(tmp_path):

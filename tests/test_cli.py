@@ -7,7 +7,10 @@ import shutil
 
 import pytest
 
-from vpgtrans.cli import _recipe, _training_config, build_parser, main
+from vpgtrans.cli.main import build_parser, main
+from vpgtrans.cli.options import given
+from vpgtrans.recipes import get_recipe
+from vpgtrans.training.stages import TrainingConfig
 
 
 def _transfer(zoo, out, *extra, data=None):
@@ -38,12 +41,12 @@ def test_transfer_with_prompt_scale_records_the_factor(zoo, tmp_path):
 @pytest.mark.parametrize("flags, epochs", [([], 2.0), (["--stage1-epochs", "1"], 1.0)])
 def test_recipe_warmup_length_unless_a_flag_says(flags, epochs):
     args = build_parser().parse_args(["compare", "--recipe", "toy-tat", *flags])
-    assert _training_config(args, _recipe("toy-tat")).stage1_epochs == epochs
+    assert get_recipe("toy-tat").training_config(given(TrainingConfig, args)).stage1_epochs == epochs
 
 
 def test_optimizer_flags_reach_each_stage():
     args = build_parser().parse_args(["transfer", "--stage1-optimizer", "muon"])
-    training = _training_config(args, _recipe("toy-tas"))
+    training = get_recipe("toy-tas").training_config(given(TrainingConfig, args))
     assert (training.stage1_optimizer, training.stage2_optimizer) == ("muon", "adamw")
 
 
@@ -81,7 +84,7 @@ def test_transfer_then_caption(zoo, tmp_path, capsys):
 @pytest.mark.parametrize("text, first", [("a red square\nsecond", "a red square"), ("a\rb", "a"), ("a\x1cb\x0bc", "a"),
                                          ("a\u2028b", "a"), ("", ""), ("\nlater", "")])
 def test_generated_text_stops_at_any_line_break(text, first):
-    from vpgtrans.generation import first_line
+    from vpgtrans.evaluation.generation import first_line
 
     assert first_line(text) == first
 
@@ -92,9 +95,11 @@ def test_separate_commands_chain(zoo, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["aligned_pairs"] > 100
     assert main(["init", "--src", str(zoo.src), "--dst", str(zoo.dst_opt), "--converter",
                  str(tmp_path / "conv.safetensors"), "--out", str(tmp_path / "init")]) == 0
-    common = ["--data", str(zoo.data), "--steps", "2", "--batch-size", "8"]
-    assert main(["warmup", "--model", str(tmp_path / "init"), "--out", str(tmp_path / "s1"), *common]) == 0
-    assert main(["finetune", "--model", str(tmp_path / "s1" / "model"), "--out", str(tmp_path / "s2"), *common]) == 0
+    common = ["--data", str(zoo.data), "--batch-size", "8"]
+    assert main(["warmup", "--model", str(tmp_path / "init"), "--out", str(tmp_path / "s1"), "--stage1-steps", "2",
+                 *common]) == 0
+    assert main(["finetune", "--model", str(tmp_path / "s1" / "model"), "--out", str(tmp_path / "s2"),
+                 "--stage2-steps", "2", *common]) == 0
     record = json.loads((tmp_path / "s2" / "run.json").read_text())
     assert record["stages"]["finetune"]["result"]["steps"] == 2
     assert (tmp_path / "s2" / "model" / "model.safetensors").exists()

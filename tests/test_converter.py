@@ -7,11 +7,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from vpgtrans import tiny, world
-from vpgtrans.converter import ConverterFitConfig, WordConverter, fit_converter, fit_ridge, fuse_projection
-from vpgtrans.embeddings import read_input_embeddings
+from vpgtrans import world
+from vpgtrans.world import tiny
+from vpgtrans.method.converter import ConverterFitConfig, WordConverter, fit_converter, fit_ridge, fuse_projection
+from vpgtrans.method.embeddings import read_input_embeddings
 from vpgtrans.errors import VPGTransError
-from vpgtrans.vocab import align_vocabularies, token_bytes, tokenizer_convention
+from vpgtrans.method.vocab import align_vocabularies, token_bytes, tokenizer_convention
 
 
 def test_token_bytes_normalises_both_conventions():

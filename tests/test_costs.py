@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vpgtrans.costs import (
+from vpgtrans.reports.costs import (
     DEFAULT_MFU,
     GPUS,
     Estimate,

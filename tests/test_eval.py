@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import COCO_IDS
-from vpgtrans.cli import main
+from vpgtrans.cli.main import main
 from vpgtrans.errors import VPGTransError
-from vpgtrans.zeroshot import Benchmark, EvalConfig, load_samples, task_config
+from vpgtrans.evaluation.evaluate import Benchmark, EvalConfig, load_samples, task_config
 
 FAST = ["--num-beams", "1", "--batch-size", "2"]
 def test_protocol_per_task():
@@ -107,8 +107,8 @@ def test_score_toy_caption(zoo, tmp_path, capsys):
 
 def test_in_memory_scores_equal_vpgtrans_eval(zoo, coco, tmp_path):
     """What `compare --benchmark` records at an evaluation point is what `vpgtrans eval` reports."""
-    from vpgtrans.graft import load_blip2
-    from vpgtrans.zeroshot import benchmark_scores, load_benchmark, run_eval
+    from vpgtrans.method.graft import load_blip2
+    from vpgtrans.evaluation.evaluate import benchmark_scores, load_benchmark, run_eval
 
     model, processor = load_blip2(str(zoo.src))
     for benchmark in (Benchmark("coco-caption", str(coco / "dataset_coco.json"), images=str(coco)),

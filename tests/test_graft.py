@@ -9,10 +9,10 @@ import textwrap
 import pytest
 import torch
 
-from vpgtrans.converter import fit_converter
+from vpgtrans.method.converter import fit_converter
 from vpgtrans.errors import VPGTransError
-from vpgtrans.graft import load_blip2, load_causal_lm
-from vpgtrans.transfer import initialise, save_model
+from vpgtrans.method.graft import load_blip2, load_causal_lm
+from vpgtrans.pipeline import initialise, save_model
 
 
 def test_graft_inherits_vpg_and_llm_and_adds_only_the_projection(zoo):

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from vpgtrans.metrics import (
+from vpgtrans.evaluation.metrics import (
     cider_d,
     cider_d_raw,
     gqa_accuracy,
@@ -17,7 +17,7 @@ from vpgtrans.metrics import (
     vqa_normalize,
     vqa_process_punctuation,
 )
-from vpgtrans.ptb import ptb_tokenize, ptb_tokenize_sentence
+from vpgtrans.evaluation.ptb import ptb_tokenize, ptb_tokenize_sentence
 
 # --------------------------------------------------------------------------- fixtures
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from vpgtrans.errors import VPGTransError
-from vpgtrans.optim import OPTIMIZERS, MuonWithAdamW, make_optimizer
-from vpgtrans.transfer import TrainingConfig, finetune_stage, warmup_stage
+from vpgtrans.training.optim import OPTIMIZERS, MuonWithAdamW, make_optimizer
+from vpgtrans.training.stages import FINETUNE, WARMUP, TrainingConfig, stage_config
 
 
 class Tiny(torch.nn.Module):
@@ -98,12 +98,6 @@ def test_bad_optimizer_choices_are_named():
 
 def test_each_stage_gets_its_optimizer():
     training = TrainingConfig(batch_size=16, stage1_optimizer="muon")
-    assert warmup_stage(training, 48).optimizer == "muon"
-    assert finetune_stage(training, 48).optimizer == "adamw"
+    assert stage_config(WARMUP, training, 48).optimizer == "muon"
+    assert stage_config(FINETUNE, training, 48).optimizer == "adamw"
     assert TrainingConfig().stage1_optimizer == TrainingConfig().stage2_optimizer == "adamw"  # the paper's
-
-
-def test_cli_choices_match():
-    from vpgtrans.cli import OPTIMIZER_CHOICES
-
-    assert OPTIMIZER_CHOICES == OPTIMIZERS

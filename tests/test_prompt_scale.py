@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from vpgtrans.converter import ConverterFitConfig, fit_converter
-from vpgtrans.data import load_caption_data
-from vpgtrans.graft import load_blip2
-from vpgtrans.prompt_scale import mean_word_norm, vpg_outputs
-from vpgtrans.transfer import initialise
+from vpgtrans.method.converter import ConverterFitConfig, fit_converter
+from vpgtrans.training.data import load_caption_data
+from vpgtrans.method.graft import load_blip2
+from vpgtrans.method.prompt_scale import mean_word_norm, vpg_outputs
+from vpgtrans.pipeline import initialise
 
 
 def test_prompt_scale_matches_the_source_ratio(zoo):

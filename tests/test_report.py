@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vpgtrans.cli import main
-from vpgtrans.costs import DEFAULT_MFU
+from vpgtrans.cli.main import main
+from vpgtrans.reports.costs import DEFAULT_MFU
 
 A100_FLOPS_PER_HOUR = 312e12 * DEFAULT_MFU * 3600
 
@@ -68,11 +68,11 @@ def test_report_on_a_run_and_a_comparison(run_dir, compare_dir, tmp_path, capsys
     assert total[2] == "96" and total[4] == "23.0 s"
     assert total[-3:] == ["1.2e+16", f"{hours:.3g}", f"${2 * hours:.3g}"]
     assert _cells(md, "warmup")[5] == "cpu (x86_64, 2 cores)"
-    tfs = _cells(md, "caption attribute accuracy | TFS (at its best)")
-    vt = _cells(md, "caption attribute accuracy | VPGTrans (beating it)")
+    tfs = _cells(md, "caption attribute accuracy (%) | TFS (at its best)")
+    vt = _cells(md, "caption attribute accuracy (%) | VPGTrans (beating it)")
     assert tfs[2:6] == ["1/1", "0.8", "4", "400"] and tfs[6] == "4e+15" and tfs[-1] == "20 s"
     assert vt[2:6] == ["1/1", "0.8", "2", "200"] and vt[6] == "2e+15"
-    assert _cells(md, "caption attribute accuracy")[1] == "2.0x ± 0.0"  # speed-up (epochs)
+    assert _cells(md, "caption attribute accuracy (%)")[1] == "2.0x ± 0.0"  # speed-up (epochs)
     assert "Note: TFS reached its best caption score in the last 20% of its 5-epoch budget on 1 of 1 seed(s)" in md
     assert _cells(md, "tfs")[1:3] == ["500", "5e+15"]  # whole budget
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)

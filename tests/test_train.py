@@ -8,10 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vpgtrans.data import CaptionDataset, load_caption_data
+from vpgtrans.training.data import CaptionDataset, load_caption_data
 from vpgtrans.errors import VPGTransError
-from vpgtrans.train import FINETUNE_TRAINABLE, WARMUP_TRAINABLE, StageConfig, lr_factor, make_accelerator, train_stage
-from vpgtrans.transfer import TrainingConfig, TransferConfig, collator_for, initialise, run_transfer, warmup_stage
+from vpgtrans.pipeline import TransferConfig, initialise, run_transfer
+from vpgtrans.training.run import collator_for
+from vpgtrans.training.stages import FINETUNE, WARMUP, TrainingConfig, stage_config
+from vpgtrans.training.trainer import StageConfig, lr_factor, make_accelerator, train_stage
+
+WARMUP_TRAINABLE, FINETUNE_TRAINABLE = WARMUP.trainable, FINETUNE.trainable
 
 
 def _train(zoo, tmp_path, stage: StageConfig):
@@ -58,7 +62,7 @@ def test_schedules():
     ({"stage1_epochs": 2.0, "stage1_steps": 4}, 4),  # an explicit step count wins
 ])
 def test_warmup_length(settings, steps):
-    assert warmup_stage(TrainingConfig(batch_size=16, **settings), 48).steps == steps
+    assert stage_config(WARMUP, TrainingConfig(batch_size=16, **settings), 48).steps == steps
 
 
 class Crash(Exception):

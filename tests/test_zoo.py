@@ -12,12 +12,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Blip2ForConditionalGeneration, Blip2Processor
 
 from vpgtrans import world
-from vpgtrans.cli import main
+from vpgtrans.cli.main import main
 from vpgtrans.errors import VPGTransError
-from vpgtrans.evaluate import world_caption_accuracy, world_vqa_accuracy
-from vpgtrans.presets import project_root, resolve_model_ref
+from vpgtrans.evaluation.evaluate import load_world, world_scores
+from vpgtrans.presets import resolve_model_ref, resources_root
 
-ZOO = project_root() / "checkpoints"
+ZOO = resources_root() / "checkpoints"
 LMS = ("toy-opt-s", "toy-opt-l", "toy-llama")
 pytestmark = pytest.mark.skipif(not (ZOO / "zoo.json").exists(), reason="zoo not built")
 
@@ -49,7 +49,7 @@ def test_language_models_are_good_and_the_larger_is_better():
 
 
 def test_language_models_have_untied_embeddings_as_the_recipe_says():
-    # A tied toy OPT never learns to read colour or shape from a soft prompt (docs/benchmarks.md).
+    # A tied toy OPT never learns to read colour or shape from a soft prompt (docs/results.md#why-the-toy-lms-have-untied-embeddings).
     for name in LMS:
         model = AutoModelForCausalLM.from_pretrained(ZOO / name, local_files_only=True)
         assert model.config.tie_word_embeddings is False, name
@@ -69,11 +69,10 @@ def test_source_blip2_captions_held_out_scenes(heldout):
     processor = Blip2Processor.from_pretrained(ZOO / "toy-blip2-opt-s", local_files_only=True)
     assert model.config.text_config.model_type == "opt"
     assert model.config.vision_config.initializer_range == 0.02
-    caption = world_caption_accuracy(model, processor, heldout)
-    # measured: 0.63; on the tied toy-opt-s of commit d2ef5ae 0.45, without the Q-Former's first stage 0.41
-    assert caption.score > 0.55, caption.predictions[:3]
-    vqa = world_vqa_accuracy(model, processor, heldout)
-    assert vqa.score > 0.12, vqa.predictions[:3]  # measured: 0.26
+    scores = world_scores(model, processor, load_world(str(heldout)))
+    # measured: 63%; on the tied toy-opt-s of commit d2ef5ae 45%, without the Q-Former's first stage 41%
+    assert scores["caption"] > 55, scores
+    assert scores["vqa"] > 12, scores  # measured: 26%
 
 
 def test_missing_zoo_folder_says_how_to_rebuild(monkeypatch, tmp_path):
@@ -82,12 +81,12 @@ def test_missing_zoo_folder_says_how_to_rebuild(monkeypatch, tmp_path):
     (tmp_path / "recipes" / "models.toml").write_text((ZOO.parent / "recipes" / "models.toml").read_text())
     from vpgtrans import presets
 
-    presets._read_recipe_table.cache_clear()
+    presets.read_tables.cache_clear()
     try:
         with pytest.raises(VPGTransError, match="rebuild it with: python recipes/toy/build_zoo.py"):
             resolve_model_ref("toy-llama")
     finally:
-        presets._read_recipe_table.cache_clear()
+        presets.read_tables.cache_clear()
 
 
 def test_shortened_default_transfer(tmp_path, capsys):

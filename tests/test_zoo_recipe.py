@@ -10,7 +10,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from vpgtrans.presets import project_root
+from vpgtrans.presets import resources_root
 
 MICRO = """
 seed = 0
@@ -72,7 +72,7 @@ seed = 1
 """
 
 
-SCRIPT = project_root() / "recipes" / "toy" / "build_zoo.py"
+SCRIPT = resources_root() / "recipes" / "toy" / "build_zoo.py"
 
 
 def build(config: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:

@@ -1,8 +1,9 @@
-"""Short names for models and transfers, declared in `recipes/*.toml`.
+"""Named models, declared in `recipes/*.toml` as `[models.NAME]`, and where the resources live.
 
-`blip2-opt-2.7b` reads better on a command line than `Salesforce/blip2-opt-2.7b`, and
-the miniature world's models live in this repository's `checkpoints/`. Presets are data,
-not code: the same loading path serves every name.
+`blip2-opt-2.7b` reads better on a command line than `Salesforce/blip2-opt-2.7b`, and the
+miniature world's models live in the toy zoo (`checkpoints/`). Presets are data, not code:
+the same loading path serves every name. The recipes and the zoo ship inside the package
+(`vpgtrans/_resources/` in a wheel), so an installed vpgtrans finds them from any folder.
 """
 
 from __future__ import annotations
@@ -13,34 +14,44 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from .config import from_mapping, option
 from .errors import VPGTransError
 
+MODEL_KINDS = ("blip2", "causal-lm")
 
-def project_root() -> Path:
-    """The folder holding `recipes/` and `checkpoints/` (override with VPGTRANS_HOME)."""
-    return Path(os.environ.get("VPGTRANS_HOME", Path(__file__).resolve().parents[1]))
+def resources_root() -> Path:
+    """The folder holding `recipes/` and `checkpoints/`: VPGTRANS_HOME if set, else the copy
+    installed with the package, else the source checkout this package lies in."""
+    if "VPGTRANS_HOME" in os.environ:
+        return Path(os.environ["VPGTRANS_HOME"])
+    package = Path(__file__).resolve().parent
+    for root in (package / "_resources", package.parent):
+        if (root / "recipes").is_dir():
+            return root
+    raise VPGTransError(f"no recipes/ folder beside {package} nor in it: a broken install; reinstall vpgtrans")
 
 
 @dataclass(frozen=True)
 class ModelPreset:
     """A named model: where it lives and what it is."""
 
-    name: str
-    ref: str
-    kind: str  # "blip2" or "causal-lm"
-    rebuild: str = ""  # how to rebuild a local preset that is missing
+    name: str = option(help="the preset's name")
+    ref: str = option(help="hub id, or a folder; './' is the resources root (the toy zoo)")
+    kind: str = option(help="blip2: a transfer source; causal-lm: a destination", choices=MODEL_KINDS)
+    rebuild: str = option("", "how to rebuild a local preset that is missing")
 
     def resolved(self) -> str:
-        """Hub ids stay as they are; `./`-relative paths are anchored at the project root."""
+        """Hub ids stay as they are; `./`-relative paths are anchored at the resources root."""
         if self.ref.startswith("./"):
-            return str(project_root() / self.ref[2:])
+            return str(resources_root() / self.ref[2:])
         return self.ref
 
 
 @cache
-def _read_recipe_table(table: str) -> dict[str, dict]:
-    entries: dict[str, dict] = {}
-    for path in sorted((project_root() / "recipes").glob("*.toml")):
+def read_tables(table: str) -> dict[str, tuple[dict, str]]:
+    """Every `[table.NAME]` of `recipes/*.toml`: (body, "file [table.NAME]")."""
+    entries: dict[str, tuple[dict, str]] = {}
+    for path in sorted((resources_root() / "recipes").glob("*.toml")):
         try:
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
@@ -48,24 +59,14 @@ def _read_recipe_table(table: str) -> dict[str, dict]:
         for name, body in data.get(table, {}).items():
             if name in entries:
                 raise VPGTransError(f"{path}: [{table}.{name}] is declared twice")
-            entries[name] = {**body, "_file": str(path)}
+            entries[name] = (body, f"{path} [{table}.{name}]")
     return entries
 
 
 def model_presets() -> dict[str, ModelPreset]:
     """Every `[models.NAME]` declared in `recipes/*.toml`."""
-    presets = {}
-    for name, body in _read_recipe_table("models").items():
-        try:
-            presets[name] = ModelPreset(name=name, ref=body["ref"], kind=body["kind"], rebuild=body.get("rebuild", ""))
-        except KeyError as exc:
-            raise VPGTransError(f"{body['_file']}: [models.{name}] lacks the field {exc.args[0]!r}") from exc
-    return presets
-
-
-def transfer_presets() -> dict[str, dict]:
-    """Every `[transfers.NAME]`: default settings of a named transfer."""
-    return {name: {k: v for k, v in body.items() if k != "_file"} for name, body in _read_recipe_table("transfers").items()}
+    return {name: ModelPreset(name=name, **from_mapping(ModelPreset, body, where))
+            for name, (body, where) in read_tables("models").items()}
 
 
 def looks_like_preset(ref: str) -> bool:

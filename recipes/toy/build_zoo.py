@@ -34,11 +34,14 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Blip2VisionModel
 
-from vpgtrans import tiny, world
-from vpgtrans.data import CaptionDataset, load_caption_data
-from vpgtrans.evaluate import world_caption_accuracy, world_vqa_accuracy
-from vpgtrans.train import FINETUNE_TRAINABLE, StageConfig, make_accelerator, train_stage
-from vpgtrans.transfer import TrainingConfig, collator_for, save_model
+from vpgtrans import world
+from vpgtrans.world import tiny
+from vpgtrans.training.data import CaptionDataset, load_caption_data
+from vpgtrans.evaluation.evaluate import load_world, world_scores
+from vpgtrans.pipeline import save_model
+from vpgtrans.training.run import collator_for
+from vpgtrans.training.stages import FINETUNE, TrainingConfig
+from vpgtrans.training.trainer import StageConfig, make_accelerator, train_stage
 
 HERE = Path(__file__).resolve().parent
 
@@ -286,21 +289,19 @@ def main() -> None:
         heldout = Path(tmp) / "heldout"
         world.write_dataset(heldout, cfg["evaluation"]["heldout_images"], cfg["evaluation"]["seed"], wcfg)
         data = load_caption_data(train_file)
-        stage = StageConfig(name="source", trainable=FINETUNE_TRAINABLE, steps=spec["steps"], lr=spec["lr"],
+        stage = StageConfig(name="source", trainable=FINETUNE.trainable, steps=spec["steps"], lr=spec["lr"],
                             schedule="cosine", min_lr_ratio=0.1, batch_size=spec["batch_size"], seed=seed,
                             checkpoint_every=spec["steps"], dropout_in=("qformer",))
         result = train_stage(make_accelerator(), blip2, CaptionDataset(data.records),
                              collator_for(blip2_processor, blip2, TrainingConfig()), stage, Path(tmp) / "ckpt")
         blip2.eval()
-        caption = world_caption_accuracy(blip2, blip2_processor, heldout)
-        vqa = world_vqa_accuracy(blip2, blip2_processor, heldout)
+        scores = world_scores(blip2, blip2_processor, load_world(str(heldout)))
     save_model(blip2, blip2_processor, out / "toy-blip2-opt-s")
     report["models"]["toy-blip2-opt-s"] = {
-        "kind": "blip2", "caption_attribute_accuracy": caption.score, "vqa_accuracy": vqa.score,
-        "final_train_loss": result.losses[-1], "seconds": time.perf_counter() - started,
-        "examples": caption.predictions[:3],
+        "kind": "blip2", "caption_attribute_accuracy": scores["caption"], "caption_cider": scores["cider"],
+        "vqa_accuracy": scores["vqa"], "final_train_loss": result.losses[-1], "seconds": time.perf_counter() - started,
     }
-    print(f"toy-blip2-opt-s: caption accuracy {caption.score:.3f}, VQA {vqa.score:.3f} "
+    print(f"toy-blip2-opt-s: caption accuracy {scores['caption']:.1f}%, VQA {scores['vqa']:.1f}% "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
     report["total_seconds"] = time.perf_counter() - clock
     (out / "zoo.json").write_text(json.dumps(report, indent=2))

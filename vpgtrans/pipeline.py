@@ -1,0 +1,146 @@
+"""The VPGTrans pipeline: fit converter -> graft with fused projector -> warm-up -> fine-tune -> export.
+
+`run_transfer` is exactly the separate commands in order (`fit-converter`, `init`, `warmup`,
+`finetune`), which share these functions. Everything is validated before OUT is touched, and
+OUT/model appears only when complete. The pipeline ends at its export; reports are the CLI's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+from .config import option, validate
+from .evaluation.evaluate import WORLD_METRICS, load_world, world_scores
+from .io.atomic import atomic_dir
+from .method.converter import CONVERTER_METHODS, ConverterFitConfig, WordConverter, fit_converter
+from .method.graft import GraftReport, check_blip2_ref, check_causal_lm_ref, graft, load_blip2, load_causal_lm
+from .method.prompt_scale import match_prompt_scale
+from .training.data import CaptionRecord, load_caption_data
+from .training.run import RunFolder, run_stage
+from .training.stages import DTYPES, FINETUNE, WARMUP, StageSpec, TrainingConfig, set_precision
+from .training.trainer import make_accelerator
+
+
+@dataclass
+class TransferConfig:
+    """Everything `vpgtrans transfer` needs; recorded verbatim in run.json."""
+
+    src: str = option(help="source BLIP-2: folder, hub id or preset (e.g. blip2-opt-2.7b)")
+    dst: str = option(help="destination causal LM: folder, hub id or preset (e.g. llama-7b)")
+    data: str = option(help="image-caption JSONL or imagefolder")
+    out: str = option(help="run folder")
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    converter: str = option("ridge", "converter fit: closed-form ridge, or the paper's cosine/SGD recipe",
+                            choices=CONVERTER_METHODS)
+    prompt_scale: bool = option(False, "rescale the fused projector to the source's soft-prompt / word-embedding "
+                                "ratio (docs/results.md#prompt-scale)")
+    skip_bad_samples: bool = option(False, "skip and count unreadable records instead of failing")
+    eval: str | None = option(None, "held-out miniature-world folder to score the result and the source on")
+    eval_limit: int | None = option(None, "score at most this many captions and questions", minimum=1)
+
+    def __post_init__(self):
+        validate(self, "transfer settings")
+
+
+def save_model(model: Blip2ForConditionalGeneration, processor: Blip2Processor, folder: Path) -> None:
+    """A `save_pretrained` folder that loads with transformers alone, written atomically."""
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+
+
+def initialise(
+    src: str, dst: str, converter: WordConverter | None, precision: str = "fp32", seed: int = 0,
+    prompt_scale_records: list[CaptionRecord] | None = None,
+) -> tuple[Blip2ForConditionalGeneration, Blip2Processor, GraftReport]:
+    """Load source BLIP-2 and destination LLM, graft them with the fused projector (sized to
+    the source's soft-prompt scale on `prompt_scale_records` when given)."""
+    dtype = DTYPES[precision]
+    source, source_processor = load_blip2(src, dtype)
+    lm, tokenizer = load_causal_lm(dst, dtype)
+    model, processor, report = graft(source, source_processor, lm, tokenizer, converter, seed)
+    if prompt_scale_records:
+        report.prompt_scale = match_prompt_scale(model, processor, source, source_processor.tokenizer, prompt_scale_records)
+    return set_precision(model, precision), processor, report
+
+
+def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """`vpgtrans transfer`: the four steps in order; returns OUT/model."""
+    started = time.perf_counter()
+    training = config.training
+    data = load_caption_data(config.data, config.skip_bad_samples)
+    check_blip2_ref(config.src)  # fail on bad references before OUT is created
+    check_causal_lm_ref(config.dst)
+    world = load_world(config.eval, config.eval_limit) if config.eval else None
+    accelerator = make_accelerator(training.precision, training.grad_accum)
+    run = RunFolder(config.out, "transfer", json.loads(json.dumps(asdict(config))), resume, overwrite)
+
+    converter_path = run.path / "converter.safetensors"
+    if converter_path.exists():
+        converter = WordConverter.load(converter_path)
+    else:
+        converter = fit_converter(
+            config.src, config.dst, data.captions(), ConverterFitConfig(method=config.converter, seed=training.seed)
+        )
+        converter.save(converter_path)
+    model, processor, graft_report = initialise(config.src, config.dst, converter, training.precision, training.seed,
+                                                data.records if config.prompt_scale else None)
+    run.save(converter=asdict(converter.report) if converter.report else None, graft=asdict(graft_report),
+             data={"path": str(data.path), "samples": len(data.records), "skipped": data.skipped})
+
+    for spec in (WARMUP, FINETUNE):
+        run_stage(model, processor, data, spec, training, run, accelerator)
+    model_dir = run.path / "model"
+    if accelerator.is_main_process:
+        save_model(model, processor, model_dir)
+    run.save(model=str(model_dir), wall_seconds=time.perf_counter() - started)
+    if world and accelerator.is_main_process:
+        run.save(evaluation=evaluate_against_source(model, processor, config.src, world, training.precision))
+    run.save(status="done")
+    return model_dir
+
+
+@dataclass
+class StageRunConfig:
+    """`vpgtrans warmup` / `finetune`: one stage on a grafted model folder."""
+
+    model: str = option(help="grafted BLIP-2 folder (from init or warmup)")
+    data: str = option(help="image-caption JSONL or imagefolder")
+    out: str = option(help="run folder; the model goes to OUT/model")
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    skip_bad_samples: bool = option(False, "skip and count unreadable records instead of failing")
+
+    def __post_init__(self):
+        validate(self, "stage settings")
+
+
+def run_single_stage(spec: StageSpec, config: StageRunConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """One stage of the method on a grafted model folder; returns OUT/model."""
+    training = config.training
+    data = load_caption_data(config.data, config.skip_bad_samples)
+    model, processor = load_blip2(config.model, DTYPES[training.precision])
+    set_precision(model, training.precision)
+    accelerator = make_accelerator(training.precision, training.grad_accum)
+    run = RunFolder(config.out, spec.name, json.loads(json.dumps(asdict(config))), resume, overwrite)
+    run_stage(model, processor, data, spec, training, run, accelerator)
+    model_dir = run.path / "model"
+    if accelerator.is_main_process:
+        save_model(model, processor, model_dir)
+    run.save(status="done", model=str(model_dir))
+    return model_dir
+
+
+def evaluate_against_source(model, processor, src: str, world, precision: str) -> dict:
+    """The world's caption, CIDEr-D and VQA scores of the transferred model and of the source, side by side."""
+    source, source_processor = load_blip2(src, DTYPES[precision])
+    scores = {}
+    for name, (m, p) in {"transferred": (model, processor), "source": (source, source_processor)}.items():
+        m.eval()
+        scores[name] = {k: v for k, v in world_scores(m, p, world).items() if k in WORLD_METRICS}
+    scores["caption_ratio"] = scores["transferred"]["caption"] / max(scores["source"]["caption"], 1e-9)
+    return scores

@@ -1,0 +1,162 @@
+"""Image-caption data: loading, validation and batching for BLIP-2 training.
+
+DATA is a JSONL file (`{"image": path, "caption": text}` per line, paths relative to the
+file) or a `datasets` imagefolder (`metadata.jsonl` with `file_name` and `caption`).
+Every bad record is reported with its file and line before anything is trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from transformers import PreTrainedTokenizerBase
+
+from ..errors import VPGTransError
+from ..io.images import open_rgb
+from ..io.jsonl import iter_jsonl
+
+
+@dataclass(frozen=True)
+class CaptionRecord:
+    """One training pair and where it was declared."""
+
+    image: Path
+    caption: str
+    source: str  # "file:line", for error messages
+
+
+@dataclass
+class CaptionData:
+    """Validated records, plus how many bad ones were skipped."""
+
+    records: list[CaptionRecord]
+    skipped: int
+    path: Path
+
+    def captions(self) -> list[str]:
+        return [r.caption for r in self.records]
+
+
+def _data_file(path: Path) -> tuple[Path, str, str]:
+    """(jsonl file, image field, images root) for either supported layout."""
+    if path.is_dir():
+        meta = path / "metadata.jsonl"
+        if not meta.is_file():
+            raise VPGTransError(f"{path}: a DATA folder must hold metadata.jsonl (datasets imagefolder layout)")
+        return meta, "file_name", str(path)
+    if not path.is_file():
+        raise VPGTransError(f"{path}: DATA not found")
+    return path, "image", str(path.parent)
+
+
+def _load_rows(jsonl: Path) -> list[dict]:
+    """Rows through the `datasets` library; on a parse failure, find and name the bad line."""
+    import datasets
+
+    try:
+        table = datasets.load_dataset("json", data_files=str(jsonl), split="train", download_mode="force_redownload")
+        return table.to_list()
+    except Exception as exc:  # datasets wraps parse errors without line numbers: find the line
+        for _ in iter_jsonl(jsonl):
+            pass
+        raise VPGTransError(f"{jsonl}: cannot be read as JSON lines ({exc})") from exc
+
+
+def _check_record(row: dict, image_field: str, root: str, where: str) -> CaptionRecord:
+    caption = row.get("caption")
+    if not isinstance(caption, str) or not caption.strip():
+        raise VPGTransError(f"{where}: field 'caption' must be a non-empty string, got {caption!r}")
+    image = row.get(image_field)
+    if not isinstance(image, str) or not image:
+        raise VPGTransError(f"{where}: field {image_field!r} must be an image path, got {image!r}")
+    path = Path(root) / image
+    try:
+        with Image.open(path) as img:
+            img.size  # header only: cheap, catches missing and non-image files
+    except FileNotFoundError as exc:
+        raise VPGTransError(f"{where}: image {path} not found") from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise VPGTransError(f"{where}: image {path} is unreadable ({exc.__class__.__name__})") from exc
+    return CaptionRecord(image=path, caption=caption.strip(), source=where)
+
+
+def load_caption_data(path: str | Path, skip_bad_samples: bool = False) -> CaptionData:
+    """Read and validate DATA; bad records raise, or are counted and skipped."""
+    path = Path(path)
+    jsonl, image_field, root = _data_file(path)
+    rows = _load_rows(jsonl)
+    records, skipped = [], 0
+    line_numbers = [n for n, line in enumerate(jsonl.read_text().splitlines(), 1) if line.strip()]
+    for row, number in zip(rows, line_numbers):
+        try:
+            records.append(_check_record(row, image_field, root, f"{jsonl}:{number}"))
+        except VPGTransError:
+            if not skip_bad_samples:
+                raise
+            skipped += 1
+    if not records:
+        raise VPGTransError(f"{jsonl}: no usable image-caption pairs")
+    return CaptionData(records=records, skipped=skipped, path=path)
+
+
+class CaptionDataset(torch.utils.data.Dataset):
+    """Records -> (RGB image, caption); decoding errors name the record."""
+
+    def __init__(self, records: list[CaptionRecord]):
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, str]:
+        record = self.records[index]
+        return open_rgb(record.image, record.source), record.caption
+
+
+@dataclass
+class CaptionCollator:
+    """Batch = pixel values + [<image> x n, BOS, caption, EOS], right-padded; loss only on the text.
+
+    The BOS token is a target predicted from the last query position, as in BLIP-2.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    image_processor: object
+    num_query_tokens: int
+    image_token_id: int
+    max_text_tokens: int = 32
+
+    def text_ids(self, caption: str) -> list[int]:
+        ids = self.tokenizer(caption, add_special_tokens=True)["input_ids"][: self.max_text_tokens - 1]
+        return ids + [self.tokenizer.eos_token_id]
+
+    def __call__(self, batch: list[tuple[Image.Image, str]]) -> dict[str, torch.Tensor]:
+        images, captions = zip(*batch)
+        texts = [self.text_ids(c) for c in captions]
+        length = self.num_query_tokens + max(len(t) for t in texts)
+        input_ids = torch.full((len(texts), length), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        labels = torch.full_like(input_ids, -100)
+        n = self.num_query_tokens
+        for row, text in enumerate(texts):
+            input_ids[row, :n] = self.image_token_id
+            input_ids[row, n : n + len(text)] = torch.tensor(text)
+            attention[row, : n + len(text)] = 1
+            labels[row, n : n + len(text)] = torch.tensor(text)
+        check_image_tokens(input_ids, self.image_token_id, n)
+        pixels = self.image_processor(list(images), return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixels, "input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def check_image_tokens(input_ids: torch.Tensor, image_token_id: int, num_query_tokens: int) -> None:
+    """Every row must hold exactly `num_query_tokens` image tokens: transformers silently
+    ignores the image (none) or mixes images across the batch (wrong count) otherwise."""
+    counts = (input_ids == image_token_id).sum(dim=1)
+    bad = (counts != num_query_tokens).nonzero().flatten().tolist()
+    if bad:
+        raise VPGTransError(
+            f"batch rows {bad[:5]} hold {counts[bad[0]].item()} <image> tokens, expected {num_query_tokens}"
+        )

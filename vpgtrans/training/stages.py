@@ -1,0 +1,114 @@
+"""The two VPGTrans training stages, declared as data in one place.
+
+A `StageSpec` says what a stage trains, which modules run in train mode (dropout), how its
+learning rate is scaled and scheduled, and which `TrainingConfig` fields set its length and
+optimizer. `stage_config()` turns a spec and the run's settings into the `StageConfig` the
+trainer runs. `FP32_MASTERS` are the modules kept in fp32 whatever the run's precision.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from transformers import Blip2ForConditionalGeneration
+
+from ..config import option, validate
+from .optim import OPTIMIZERS
+from .trainer import StageConfig
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+FP32_MASTERS = ("qformer", "query_tokens", "vision_model.post_layernorm", "language_projection")
+
+
+@dataclass
+class TrainingConfig:
+    """Settings shared by both stages; a recipe's keys and the training flags are these fields."""
+
+    stage1_steps: int | None = option(None, "warm-up optimizer steps (default: --stage1-epochs epochs)", minimum=1)
+    stage1_epochs: float = option(1.0, "warm-up length in epochs of DATA when no step count is given (paper: 1)",
+                                  minimum=1e-9)
+    stage2_steps: int | None = option(None, "fine-tuning optimizer steps (default: --stage2-epochs epochs)", minimum=1)
+    stage2_epochs: float = option(5.0, "fine-tuning length in epochs of DATA when no step count is given",
+                                  minimum=1e-9)
+    stage1_optimizer: str = option("adamw", "warm-up optimizer (adamw: the paper's; muon: Muon on the projector "
+                                   "matrix)", choices=OPTIMIZERS)
+    stage2_optimizer: str = option("adamw", "fine-tuning optimizer (muon: Muon on weight matrices, AdamW on the rest)",
+                                   choices=OPTIMIZERS)
+    batch_size: int = option(64, "per-device micro-batch", minimum=1)
+    grad_accum: int = option(1, "micro-batches per optimizer step", minimum=1)
+    lr: float = option(1e-4, "base learning rate of fine-tuning; the warm-up uses lr x warmup-lr-mult", minimum=1e-12)
+    warmup_lr_mult: float = option(5.0, "warm-up learning-rate multiplier (paper: 5)", minimum=1e-12)
+    weight_decay: float = option(0.05, "AdamW weight decay (none on biases, norms and 1-d parameters)", minimum=0)
+    seed: int = option(0, "seed of data order, dropout and initialisation", minimum=0)
+    precision: str = option("fp32", "dtype of the frozen ViT and LLM, and autocast; trainable parts stay fp32",
+                            choices=PRECISIONS)
+    max_text_tokens: int = option(32, "caption tokens, BOS/EOS included", minimum=2)
+    checkpoint_every: int = option(200, "optimizer steps between checkpoints", minimum=1)
+    num_workers: int = option(0, "data-loader worker processes", minimum=0)
+
+    def __post_init__(self):
+        validate(self, "training settings")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What a stage is, independent of any run."""
+
+    name: str
+    index: int  # 1 or 2: reads stage{index}_steps / _epochs / _optimizer of TrainingConfig
+    trainable: tuple[str, ...]  # parameter-name prefixes
+    schedule: str  # "constant" or "cosine" (to lr * min_lr_ratio)
+    lr_mult_field: str | None = None  # TrainingConfig field multiplying the base LR
+    min_lr_ratio: float = 1.0
+    train_mode: tuple[str, ...] = ()  # modules in train mode (dropout on); everything else eval
+    seed_offset: int = 0
+
+
+WARMUP = StageSpec("warmup", 1, trainable=("language_projection",), schedule="constant",
+                   lr_mult_field="warmup_lr_mult")
+FINETUNE = StageSpec("finetune", 2, trainable=FP32_MASTERS, schedule="cosine", min_lr_ratio=0.5,
+                     train_mode=("qformer",), seed_offset=1)
+STAGES = {spec.name: spec for spec in (WARMUP, FINETUNE)}
+
+
+def steps_per_epoch(samples: int, training: TrainingConfig, processes: int = 1) -> int:
+    """Optimizer steps in one pass over `samples` (last partial batch dropped)."""
+    return max(1, samples // (training.batch_size * processes) // training.grad_accum)
+
+
+def stage_config(spec: StageSpec, training: TrainingConfig, samples: int, processes: int = 1) -> StageConfig:
+    """The trainer's settings for `spec` on `samples` examples: its explicit step count, else
+    its epochs (a partial epoch rounds up)."""
+    steps = getattr(training, f"stage{spec.index}_steps")
+    epochs = getattr(training, f"stage{spec.index}_epochs")
+    mult = getattr(training, spec.lr_mult_field) if spec.lr_mult_field else 1.0
+    return StageConfig(
+        name=spec.name,
+        trainable=spec.trainable,
+        steps=steps or math.ceil(epochs * steps_per_epoch(samples, training, processes)),
+        lr=training.lr * mult,
+        schedule=spec.schedule,
+        min_lr_ratio=spec.min_lr_ratio,
+        weight_decay=training.weight_decay,
+        optimizer=getattr(training, f"stage{spec.index}_optimizer"),
+        batch_size=training.batch_size,
+        grad_accum=training.grad_accum,
+        seed=training.seed + spec.seed_offset,
+        checkpoint_every=training.checkpoint_every,
+        dropout_in=spec.train_mode,
+        num_workers=training.num_workers,
+    )
+
+
+def set_precision(model: Blip2ForConditionalGeneration, precision: str) -> Blip2ForConditionalGeneration:
+    """Frozen ViT and LLM in the run's precision; `FP32_MASTERS` stay fp32."""
+    model.to(DTYPES[precision])
+    for name, module in model.named_children():
+        if name in FP32_MASTERS:
+            module.float()
+    model.vision_model.post_layernorm.float()
+    model.query_tokens.data = model.query_tokens.data.float()
+    return model
