@@ -65,8 +65,40 @@ sitting standing walking riding holding eating looking playing flying lying park
 red blue green white black yellow brown large small big little young old tall open front top
 """.split()
 
-ONSETS = ["", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z",
-          "br", "cr", "dr", "fr", "gr", "pl", "st", "sh", "ch", "th", "tr", "sl", "sp"]
+ONSETS = [
+    "",
+    "b",
+    "c",
+    "d",
+    "f",
+    "g",
+    "h",
+    "j",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "w",
+    "z",
+    "br",
+    "cr",
+    "dr",
+    "fr",
+    "gr",
+    "pl",
+    "st",
+    "sh",
+    "ch",
+    "th",
+    "tr",
+    "sl",
+    "sp",
+]
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "io", "ee", "oo"]
 CODAS = ["", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ng", "ck", "rt"]
 
@@ -125,7 +157,9 @@ def word_stream(seed: int):
             seen.add(word)
             yield word
     while True:
-        word = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(rng.choice((1, 2, 2, 3))))
+        word = "".join(
+            rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(rng.choice((1, 2, 2, 3)))
+        )
         if len(word) >= 2 and word not in seen:
             seen.add(word)
             yield word
@@ -178,7 +212,11 @@ def expected_alignment(src: dict[str, int], dst: dict[str, int]) -> tuple[list[t
     for token, idx in sorted(dst.items(), key=lambda kv: (kv[0].startswith("<0x"), kv[1])):
         if idx < 3:
             continue
-        form = bytes([int(token[3:5], 16)]) if token.startswith("<0x") and len(token) == 6 else token.replace("▁", " ").encode()
+        form = (
+            bytes([int(token[3:5], 16)])
+            if token.startswith("<0x") and len(token) == 6
+            else token.replace("▁", " ").encode()
+        )
         dst_forms.setdefault(form, idx)
     pairs = [(s, dst_forms[f]) for f, s in src_forms.items() if f in dst_forms]
     return pairs, sum(len(f) == 1 for f in src_forms if f in dst_forms)
@@ -193,8 +231,12 @@ def byte_level_tokenizer(vocab: dict[str, int]):
     tok.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>"])
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def sentencepiece_tokenizer(vocab: dict[str, int]):
@@ -206,8 +248,12 @@ def sentencepiece_tokenizer(vocab: dict[str, int]):
     tok.add_special_tokens(["<unk>", "<s>", "</s>"])
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
@@ -265,16 +311,31 @@ def build_stand_ins(root: str | Path, spec: StandInSpec = StandInSpec()) -> Stan
     src_tok.save_pretrained(src_dir)
     dst_tok.save_pretrained(dst_dir)
     OPTConfig(
-        vocab_size=spec.src_rows, hidden_size=spec.src_hidden, word_embed_proj_dim=spec.src_hidden,
-        num_hidden_layers=spec.src_layers, num_attention_heads=spec.src_heads, ffn_dim=spec.src_ffn,
-        max_position_embeddings=spec.src_max_positions, bos_token_id=2, eos_token_id=2, pad_token_id=1,
+        vocab_size=spec.src_rows,
+        hidden_size=spec.src_hidden,
+        word_embed_proj_dim=spec.src_hidden,
+        num_hidden_layers=spec.src_layers,
+        num_attention_heads=spec.src_heads,
+        ffn_dim=spec.src_ffn,
+        max_position_embeddings=spec.src_max_positions,
+        bos_token_id=2,
+        eos_token_id=2,
+        pad_token_id=1,
         dtype="float16",
     ).save_pretrained(src_dir)
     LlamaConfig(
-        vocab_size=spec.dst_rows, hidden_size=spec.dst_hidden, intermediate_size=spec.dst_ffn,
-        num_hidden_layers=spec.dst_layers, num_attention_heads=spec.dst_heads, num_key_value_heads=spec.dst_heads,
-        max_position_embeddings=spec.dst_max_positions, bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-6,
-        tie_word_embeddings=False, dtype="float16",
+        vocab_size=spec.dst_rows,
+        hidden_size=spec.dst_hidden,
+        intermediate_size=spec.dst_ffn,
+        num_hidden_layers=spec.dst_layers,
+        num_attention_heads=spec.dst_heads,
+        num_key_value_heads=spec.dst_heads,
+        max_position_embeddings=spec.dst_max_positions,
+        bos_token_id=1,
+        eos_token_id=2,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        dtype="float16",
     ).save_pretrained(dst_dir)
 
     generator = torch.Generator().manual_seed(spec.seed)
@@ -293,38 +354,51 @@ def build_stand_ins(root: str | Path, spec: StandInSpec = StandInSpec()) -> Stan
     del signal, stored, affine
 
     d, pos = spec.src_hidden, spec.src_max_positions + 2  # OPT's learned positions have an offset of 2
-    src_files = write_sharded(src_dir, [
-        {
-            "model.decoder.embed_positions.weight": _random_fp16(pos, d, std, generator),
-            "model.decoder.layers.0.self_attn.q_proj.weight": _random_fp16(d, d, std, generator),
-            "model.decoder.layers.0.self_attn.q_proj.bias": torch.zeros(d, dtype=torch.float16),
-        },
-        {  # the embedding table in the second shard: the reader must follow the index
-            SRC_EMBED_KEY: src_embed,
-            "model.decoder.final_layer_norm.weight": torch.ones(d, dtype=torch.float16),
-        },
-    ])
+    src_files = write_sharded(
+        src_dir,
+        [
+            {
+                "model.decoder.embed_positions.weight": _random_fp16(pos, d, std, generator),
+                "model.decoder.layers.0.self_attn.q_proj.weight": _random_fp16(d, d, std, generator),
+                "model.decoder.layers.0.self_attn.q_proj.bias": torch.zeros(d, dtype=torch.float16),
+            },
+            {  # the embedding table in the second shard: the reader must follow the index
+                SRC_EMBED_KEY: src_embed,
+                "model.decoder.final_layer_norm.weight": torch.ones(d, dtype=torch.float16),
+            },
+        ],
+    )
     del src_embed
     h = spec.dst_hidden
-    dst_files = write_sharded(dst_dir, [
-        {
-            DST_EMBED_KEY: dst_embed,
-            "model.layers.0.self_attn.q_proj.weight": _random_fp16(h, h, std, generator),
-        },
-        {  # same shape as the input table: a reader that matched by shape would take it
-            "lm_head.weight": _random_fp16(spec.dst_rows, h, std, generator),
-            "model.norm.weight": torch.ones(h, dtype=torch.float16),
-        },
-    ])
+    dst_files = write_sharded(
+        dst_dir,
+        [
+            {
+                DST_EMBED_KEY: dst_embed,
+                "model.layers.0.self_attn.q_proj.weight": _random_fp16(h, h, std, generator),
+            },
+            {  # same shape as the input table: a reader that matched by shape would take it
+                "lm_head.weight": _random_fp16(spec.dst_rows, h, std, generator),
+                "model.norm.weight": torch.ones(h, dtype=torch.float16),
+            },
+        ],
+    )
     del dst_embed
 
     captions = root / "captions.json"
     captions.write_text(json.dumps(synthetic_captions(shared, spec.captions, spec.seed)))
     by_role = 3  # bos (</s> -> <s>), eos (</s> -> </s>), unk; LLaMA has no pad
     return StandIns(
-        src=src_dir, dst=dst_dir, captions=captions, src_embed_file=src_files[1], dst_embed_file=dst_files[0],
-        expected_pairs=len(pairs) + by_role, expected_single_bytes=single_bytes, expected_by_role=by_role,
-        noise_ceiling=ceiling, disk_bytes=sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
+        src=src_dir,
+        dst=dst_dir,
+        captions=captions,
+        src_embed_file=src_files[1],
+        dst_embed_file=dst_files[0],
+        expected_pairs=len(pairs) + by_role,
+        expected_single_bytes=single_bytes,
+        expected_by_role=by_role,
+        noise_ceiling=ceiling,
+        disk_bytes=sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
     )
 
 
@@ -356,7 +430,8 @@ def time_fit(stand_ins: StandIns) -> dict:
     """
     proc = subprocess.run(
         [sys.executable, "-c", FIT_SCRIPT, str(stand_ins.src), str(stand_ins.dst), str(stand_ins.captions)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise SystemExit(f"fit_converter failed:\n{proc.stderr}")
@@ -369,18 +444,36 @@ def markdown_table(spec: StandInSpec, stand_ins: StandIns, fit: dict) -> str:
     peak = fit["vmhwm_bytes"]
     ok_time, ok_rss = fit["wall_s"] < TARGET_SECONDS, peak < TARGET_RSS_BYTES
     rows = [
-        ("source table (OPT-2.7B stand-in)", f"{spec.src_rows:,} x {spec.src_hidden:,} fp16, `{SRC_EMBED_KEY}` in shard 2 of 2"),
-        ("destination table (LLaMA-7B stand-in)", f"{spec.dst_rows:,} x {spec.dst_hidden:,} fp16, `{DST_EMBED_KEY}` in shard 1 of 2"),
-        ("tokenizers", f"byte-level BPE {spec.src_vocab:,} entries / SentencePiece-style BPE {spec.dst_vocab:,} entries"),
-        ("aligned pairs", f"{rep['aligned_pairs']:,} ({words:,} words, {rep['pairs_single_byte']} single bytes, "
-                          f"{rep['pairs_by_role']} by role); builder expected {stand_ins.expected_pairs:,}"),
+        (
+            "source table (OPT-2.7B stand-in)",
+            f"{spec.src_rows:,} x {spec.src_hidden:,} fp16, `{SRC_EMBED_KEY}` in shard 2 of 2",
+        ),
+        (
+            "destination table (LLaMA-7B stand-in)",
+            f"{spec.dst_rows:,} x {spec.dst_hidden:,} fp16, `{DST_EMBED_KEY}` in shard 1 of 2",
+        ),
+        (
+            "tokenizers",
+            f"byte-level BPE {spec.src_vocab:,} entries / SentencePiece-style BPE {spec.dst_vocab:,} entries",
+        ),
+        (
+            "aligned pairs",
+            f"{rep['aligned_pairs']:,} ({words:,} words, {rep['pairs_single_byte']} single bytes, "
+            f"{rep['pairs_by_role']} by role); builder expected {stand_ins.expected_pairs:,}",
+        ),
         ("captions", f"{rep['captions_total']:,}"),
-        ("held-out cosine", f"{rep['heldout_cosine']:.3f} on {rep['heldout_pairs']:,} pairs "
-                            f"(train {rep['train_cosine']:.3f}; noise ceiling {stand_ins.noise_ceiling:.3f})"),
+        (
+            "held-out cosine",
+            f"{rep['heldout_cosine']:.3f} on {rep['heldout_pairs']:,} pairs "
+            f"(train {rep['train_cosine']:.3f}; noise ceiling {stand_ins.noise_ceiling:.3f})",
+        ),
         ("fit wall time", f"{fit['wall_s']:.1f} s"),
         ("peak RSS of the fit process", f"{peak / GIB:.2f} GiB ({peak / 1e9:.2f} GB)"),
-        ("target: < 120 s and < 4 GB", f"{'PASS' if ok_time and ok_rss else 'FAIL'} "
-                                       f"(time {'ok' if ok_time else 'over'}, memory {'ok' if ok_rss else 'over'})"),
+        (
+            "target: < 120 s and < 4 GB",
+            f"{'PASS' if ok_time and ok_rss else 'FAIL'} "
+            f"(time {'ok' if ok_time else 'over'}, memory {'ok' if ok_rss else 'over'})",
+        ),
     ]
     return "\n".join(["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
@@ -398,10 +491,14 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         stand_ins = build_stand_ins(root, spec)
         built = time.perf_counter() - started
-        print(f"built stand-ins in {built:.1f} s under {root} ({stand_ins.disk_bytes / 1e9:.2f} GB on disk)", flush=True)
+        print(
+            f"built stand-ins in {built:.1f} s under {root} ({stand_ins.disk_bytes / 1e9:.2f} GB on disk)", flush=True
+        )
         fit = time_fit(stand_ins)
-        print(f"fit process ru_maxrss {fit['ru_maxrss_bytes'] / GIB:.2f} GiB (VmHWM {fit['vmhwm_bytes'] / GIB:.2f} GiB); "
-              f"converter weight {fit['weight_shape']}; report seconds {fit['report']['seconds']:.1f}")
+        print(
+            f"fit process ru_maxrss {fit['ru_maxrss_bytes'] / GIB:.2f} GiB (VmHWM {fit['vmhwm_bytes'] / GIB:.2f} GiB); "
+            f"converter weight {fit['weight_shape']}; report seconds {fit['report']['seconds']:.1f}"
+        )
         print(f"source table read from {fit['report']['src_table']}")
         print(f"destination table read from {fit['report']['dst_table']}")
         print()

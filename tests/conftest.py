@@ -76,16 +76,42 @@ def coco(zoo, tmp_path) -> Path:
     for i, cocoid in enumerate(COCO_IDS):
         name = f"COCO_val2014_{cocoid:012d}.jpg"
         Image.open(zoo.data.parent / "images" / f"{i:06d}.png").convert("RGB").save(root / "val2014" / name)
-        images.append({"filepath": "val2014", "filename": name, "imgid": i, "split": "test", "cocoid": cocoid,
-                       "sentids": [i], "sentences": [{"tokens": ["a", "shape"], "raw": "A red square on the left.",
-                                                      "imgid": i, "sentid": i}]})
+        images.append(
+            {
+                "filepath": "val2014",
+                "filename": name,
+                "imgid": i,
+                "split": "test",
+                "cocoid": cocoid,
+                "sentids": [i],
+                "sentences": [{"tokens": ["a", "shape"], "raw": "A red square on the left.", "imgid": i, "sentid": i}],
+            }
+        )
     _write_json(root / "dataset_coco.json", {"images": images, "dataset": "coco"})
-    _write_json(root / "v2_OpenEnded_mscoco_val2014_questions.json", {
-        "task_type": "Open-Ended", "data_subtype": "val2014",
-        "questions": [{"question_id": cocoid * 10, "image_id": cocoid, "question": "What colour is the square?"}
-                      for cocoid in COCO_IDS]})
-    _write_json(root / "v2_mscoco_val2014_annotations.json", {
-        "data_subtype": "val2014",
-        "annotations": [{"question_id": cocoid * 10, "image_id": cocoid, "multiple_choice_answer": "red",
-                         "answers": [{"answer": "red", "answer_id": j + 1} for j in range(10)]} for cocoid in COCO_IDS]})
+    _write_json(
+        root / "v2_OpenEnded_mscoco_val2014_questions.json",
+        {
+            "task_type": "Open-Ended",
+            "data_subtype": "val2014",
+            "questions": [
+                {"question_id": cocoid * 10, "image_id": cocoid, "question": "What colour is the square?"}
+                for cocoid in COCO_IDS
+            ],
+        },
+    )
+    _write_json(
+        root / "v2_mscoco_val2014_annotations.json",
+        {
+            "data_subtype": "val2014",
+            "annotations": [
+                {
+                    "question_id": cocoid * 10,
+                    "image_id": cocoid,
+                    "multiple_choice_answer": "red",
+                    "answers": [{"answer": "red", "answer_id": j + 1} for j in range(10)],
+                }
+                for cocoid in COCO_IDS
+            ],
+        },
+    )
     return root

@@ -22,9 +22,22 @@ from vpgtrans.method.vocab import tokenizer_convention
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "converter_fit.py"
 
 TINY = dict(
-    src_hidden=32, src_layers=2, src_heads=4, src_ffn=64, src_rows=900, src_vocab=893, src_max_positions=64,
-    dst_hidden=48, dst_layers=2, dst_heads=4, dst_ffn=96, dst_rows=600, dst_vocab=600, dst_max_positions=64,
-    shared_words=150, captions=200,
+    src_hidden=32,
+    src_layers=2,
+    src_heads=4,
+    src_ffn=64,
+    src_rows=900,
+    src_vocab=893,
+    src_max_positions=64,
+    dst_hidden=48,
+    dst_layers=2,
+    dst_heads=4,
+    dst_ffn=96,
+    dst_rows=600,
+    dst_vocab=600,
+    dst_max_positions=64,
+    shared_words=150,
+    captions=200,
 )
 
 
@@ -53,20 +66,30 @@ def _stored(path: Path, key: str) -> torch.Tensor:
 
 def test_stand_ins_are_sharded_like_real_checkpoints(bench, stand_ins):
     spec, built = stand_ins
-    for folder, key, shard in ((built.src, bench.SRC_EMBED_KEY, built.src_embed_file),
-                               (built.dst, bench.DST_EMBED_KEY, built.dst_embed_file)):
+    for folder, key, shard in (
+        (built.src, bench.SRC_EMBED_KEY, built.src_embed_file),
+        (built.dst, bench.DST_EMBED_KEY, built.dst_embed_file),
+    ):
         weight_map = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
         assert len(set(weight_map.values())) == 2
         assert weight_map[key] == shard.name
         assert len(weight_map) > 2  # decoys of real names next to the table
     assert _stored(built.dst_embed_file, bench.DST_EMBED_KEY).shape == (spec.dst_rows, spec.dst_hidden)
-    assert _stored(built.dst.joinpath("model-00002-of-00002.safetensors"), "lm_head.weight").shape == (spec.dst_rows, spec.dst_hidden)
+    assert _stored(built.dst.joinpath("model-00002-of-00002.safetensors"), "lm_head.weight").shape == (
+        spec.dst_rows,
+        spec.dst_hidden,
+    )
 
     src_tok, dst_tok = AutoTokenizer.from_pretrained(built.src), AutoTokenizer.from_pretrained(built.dst)
     assert (len(src_tok), len(dst_tok)) == (spec.src_vocab, spec.dst_vocab)
     assert tokenizer_convention(src_tok) == "byte-level"
     assert tokenizer_convention(dst_tok) == "sentencepiece"
-    assert (src_tok.bos_token, src_tok.pad_token, dst_tok.bos_token, dst_tok.pad_token) == ("</s>", "<pad>", "<s>", None)
+    assert (src_tok.bos_token, src_tok.pad_token, dst_tok.bos_token, dst_tok.pad_token) == (
+        "</s>",
+        "<pad>",
+        "<s>",
+        None,
+    )
     caption = json.loads(built.captions.read_text())[0]
     assert len(dst_tok(caption)["input_ids"]) == len(caption.split()) + 1  # shared words are single tokens, plus <s>
 

@@ -14,10 +14,26 @@ from vpgtrans.training.stages import TrainingConfig
 
 
 def _transfer(zoo, out, *extra, data=None):
-    return main([
-        "transfer", "--src", str(zoo.src), "--dst", str(zoo.dst_llama), "--data", str(data or zoo.data),
-        "--out", str(out), "--batch-size", "8", "--stage1-steps", "2", "--stage2-steps", "2", *extra,
-    ])
+    return main(
+        [
+            "transfer",
+            "--src",
+            str(zoo.src),
+            "--dst",
+            str(zoo.dst_llama),
+            "--data",
+            str(data or zoo.data),
+            "--out",
+            str(out),
+            "--batch-size",
+            "8",
+            "--stage1-steps",
+            "2",
+            "--stage2-steps",
+            "2",
+            *extra,
+        ]
+    )
 
 
 def _error(capsys) -> str:
@@ -67,7 +83,9 @@ def test_transfer_then_caption(zoo, tmp_path, capsys):
         result, cost = stage["result"], stage["cost"]
         assert result["seconds"] > 0 and result["device"] == "cpu" and result["lm_tokens"] > result["text_tokens"] > 0
         assert "peak_memory_bytes" in result and cost["device_name"].startswith("cpu (")
-        assert cost["flops"]["total"] == pytest.approx(sum(cost["flops"][k] for k in ("vit", "qformer", "projector", "llm")))
+        assert cost["flops"]["total"] == pytest.approx(
+            sum(cost["flops"][k] for k in ("vit", "qformer", "projector", "llm"))
+        )
         assert all(cost["flops"][k] > 0 for k in ("vit", "qformer", "projector", "llm")), name
     warmup, finetune = (record["stages"][k]["cost"]["flops"] for k in ("warmup", "finetune"))
     assert finetune["vit"] == pytest.approx(warmup["vit"])  # same samples, ViT forward only in both
@@ -81,8 +99,17 @@ def test_transfer_then_caption(zoo, tmp_path, capsys):
     assert "<image>" not in lines[0]
 
 
-@pytest.mark.parametrize("text, first", [("a red square\nsecond", "a red square"), ("a\rb", "a"), ("a\x1cb\x0bc", "a"),
-                                         ("a\u2028b", "a"), ("", ""), ("\nlater", "")])
+@pytest.mark.parametrize(
+    "text, first",
+    [
+        ("a red square\nsecond", "a red square"),
+        ("a\rb", "a"),
+        ("a\x1cb\x0bc", "a"),
+        ("a\u2028b", "a"),
+        ("", ""),
+        ("\nlater", ""),
+    ],
+)
 def test_generated_text_stops_at_any_line_break(text, first):
     from vpgtrans.evaluation.generation import first_line
 
@@ -90,16 +117,61 @@ def test_generated_text_stops_at_any_line_break(text, first):
 
 
 def test_separate_commands_chain(zoo, tmp_path, capsys):
-    assert main(["fit-converter", "--src", str(zoo.src), "--dst", str(zoo.dst_opt), "--data", str(zoo.data),
-                 "--out", str(tmp_path / "conv.safetensors")]) == 0
+    assert (
+        main(
+            [
+                "fit-converter",
+                "--src",
+                str(zoo.src),
+                "--dst",
+                str(zoo.dst_opt),
+                "--data",
+                str(zoo.data),
+                "--out",
+                str(tmp_path / "conv.safetensors"),
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["aligned_pairs"] > 100
-    assert main(["init", "--src", str(zoo.src), "--dst", str(zoo.dst_opt), "--converter",
-                 str(tmp_path / "conv.safetensors"), "--out", str(tmp_path / "init")]) == 0
+    assert (
+        main(
+            [
+                "init",
+                "--src",
+                str(zoo.src),
+                "--dst",
+                str(zoo.dst_opt),
+                "--converter",
+                str(tmp_path / "conv.safetensors"),
+                "--out",
+                str(tmp_path / "init"),
+            ]
+        )
+        == 0
+    )
     common = ["--data", str(zoo.data), "--batch-size", "8"]
-    assert main(["warmup", "--model", str(tmp_path / "init"), "--out", str(tmp_path / "s1"), "--stage1-steps", "2",
-                 *common]) == 0
-    assert main(["finetune", "--model", str(tmp_path / "s1" / "model"), "--out", str(tmp_path / "s2"),
-                 "--stage2-steps", "2", *common]) == 0
+    assert (
+        main(
+            ["warmup", "--model", str(tmp_path / "init"), "--out", str(tmp_path / "s1"), "--stage1-steps", "2", *common]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(tmp_path / "s1" / "model"),
+                "--out",
+                str(tmp_path / "s2"),
+                "--stage2-steps",
+                "2",
+                *common,
+            ]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "s2" / "run.json").read_text())
     assert record["stages"]["finetune"]["result"]["steps"] == 2
     assert (tmp_path / "s2" / "model" / "model.safetensors").exists()
@@ -147,11 +219,39 @@ def test_unreadable_image_and_skip_bad_samples(zoo, tmp_path, capsys):
 
 
 def test_wrong_src_and_dst(zoo, tmp_path, capsys):
-    assert main(["transfer", "--src", str(zoo.dst_llama), "--dst", str(zoo.dst_opt), "--data", str(zoo.data),
-                 "--out", str(tmp_path / "o")]) != 0
+    assert (
+        main(
+            [
+                "transfer",
+                "--src",
+                str(zoo.dst_llama),
+                "--dst",
+                str(zoo.dst_opt),
+                "--data",
+                str(zoo.data),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        != 0
+    )
     assert "expected 'blip-2'" in _error(capsys)
-    assert main(["transfer", "--src", str(zoo.src), "--dst", str(zoo.src), "--data", str(zoo.data),
-                 "--out", str(tmp_path / "o")]) != 0
+    assert (
+        main(
+            [
+                "transfer",
+                "--src",
+                str(zoo.src),
+                "--dst",
+                str(zoo.src),
+                "--data",
+                str(zoo.data),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        != 0
+    )
     assert "not a causal language model" in _error(capsys)
     assert not (tmp_path / "o").exists()
 
@@ -173,8 +273,22 @@ def test_out_holding_another_run_is_refused(zoo, tmp_path, capsys):
 
 
 def test_unknown_preset_lists_known_ones(zoo, tmp_path, capsys):
-    assert main(["transfer", "--src", "blip2-opt-9b", "--dst", "llama-7b", "--data", str(zoo.data),
-                 "--out", str(tmp_path / "o")]) != 0
+    assert (
+        main(
+            [
+                "transfer",
+                "--src",
+                "blip2-opt-9b",
+                "--dst",
+                "llama-7b",
+                "--data",
+                str(zoo.data),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        != 0
+    )
     error = _error(capsys)
     assert "unknown model preset 'blip2-opt-9b'" in error and "blip2-opt-2.7b" in error and "llama-7b" in error
 
@@ -194,7 +308,21 @@ def test_unreachable_hub_id_is_named(zoo, tmp_path, capsys, monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: patch the constant
-    assert main(["transfer", "--src", "no-such-org/no-such-blip2", "--dst", str(zoo.dst_llama),
-                 "--data", str(zoo.data), "--out", str(tmp_path / "o")]) != 0
+    assert (
+        main(
+            [
+                "transfer",
+                "--src",
+                "no-such-org/no-such-blip2",
+                "--dst",
+                str(zoo.dst_llama),
+                "--data",
+                str(zoo.data),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        != 0
+    )
     assert "no-such-org/no-such-blip2: not a local folder and not readable from the hub" in _error(capsys)
     assert not (tmp_path / "o").exists()

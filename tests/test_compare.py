@@ -7,13 +7,21 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import COCO_IDS
 
 import vpgtrans.efficiency.runner
 import vpgtrans.efficiency.tables
 import vpgtrans.evaluation.evaluate
-from conftest import COCO_IDS
-from vpgtrans.efficiency.runner import (ARMS, CompareConfig, CompareInputs, arm_model, evaluation_steps, run_compare,
-                                        score_point, warmup_end_epoch)
+from vpgtrans.efficiency.runner import (
+    ARMS,
+    CompareConfig,
+    CompareInputs,
+    arm_model,
+    evaluation_steps,
+    run_compare,
+    score_point,
+    warmup_end_epoch,
+)
 from vpgtrans.efficiency.speedup import CurvePoint, results_curves, summarise
 from vpgtrans.errors import VPGTransError
 from vpgtrans.evaluation.evaluate import Benchmark, benchmark_scores, load_benchmark, load_world
@@ -39,12 +47,15 @@ def test_each_arm_starts_where_it_should(zoo, tmp_path):
     data = load_caption_data(zoo.data)
     for name, arm in ARMS.items():
         model, _ = arm_model(config, arm, 0, converter, data)
-        inherited = torch.equal(model.qformer.encoder.layer[0].attention.attention.query.weight,
-                                source.qformer.encoder.layer[0].attention.attention.query.weight)
+        inherited = torch.equal(
+            model.qformer.encoder.layer[0].attention.attention.query.weight,
+            source.qformer.encoder.layer[0].attention.attention.query.weight,
+        )
         assert inherited == (arm.vpg == "inherit"), name
         assert torch.equal(model.query_tokens, source.query_tokens) == (arm.vpg == "inherit"), name
-        assert torch.equal(model.vision_model.embeddings.patch_embedding.weight,
-                           source.vision_model.embeddings.patch_embedding.weight), name  # ViT always the source's
+        assert torch.equal(
+            model.vision_model.embeddings.patch_embedding.weight, source.vision_model.embeddings.patch_embedding.weight
+        ), name  # ViT always the source's
         queries = torch.randn(2, source.config.qformer_config.hidden_size)
         out, fused = model.language_projection(queries), converter(source.language_projection(queries))
         if arm.prompt_scale:  # the fused projector, rescaled as a whole
@@ -56,10 +67,17 @@ def test_each_arm_starts_where_it_should(zoo, tmp_path):
 
 def test_tiny_compare_end_to_end(zoo, tmp_path):
     config = CompareConfig(
-        src=str(zoo.src), dst=str(zoo.dst_llama), data=str(zoo.data), eval=str(zoo.data.parent), out=str(tmp_path),
-        arms=("tfs", "vpgtrans", "inherit-no-warmup", "random-warmup", "warmup-1x", "warmup-2-epochs"), seeds=2,
+        src=str(zoo.src),
+        dst=str(zoo.dst_llama),
+        data=str(zoo.data),
+        eval=str(zoo.data.parent),
+        out=str(tmp_path),
+        arms=("tfs", "vpgtrans", "inherit-no-warmup", "random-warmup", "warmup-1x", "warmup-2-epochs"),
+        seeds=2,
         budget_epochs=3,
-        training=TrainingConfig(batch_size=16, lr=1e-3), tfs_lrs=(1e-3, 3e-3), eval_limit=4,
+        training=TrainingConfig(batch_size=16, lr=1e-3),
+        tfs_lrs=(1e-3, 3e-3),
+        eval_limit=4,
     )
     results = run_compare(config)
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -71,7 +89,10 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
             assert set(entry) == {"mean", "std", "per_seed", "never_reached"} and len(entry["per_seed"]) == 2
     assert saved["tfs_lr"] in (1e-3, 3e-3) and set(saved["tfs_lr_sweep"]) == {"0.001", "0.003"}
     edge = "largest" if saved["tfs_lr"] == 3e-3 else "smallest"  # a two-point sweep always picks an edge
-    assert f"- TFS's chosen learning rate {saved['tfs_lr']:g} is the {edge} of its sweep" in (tmp_path / "results.md").read_text()
+    assert (
+        f"- TFS's chosen learning rate {saved['tfs_lr']:g} is the {edge} of its sweep"
+        in (tmp_path / "results.md").read_text()
+    )
     curve = saved["curves"]["vpgtrans"]["0"]
     assert [p["epoch"] for p in curve] == [0, 1, 2, 3]
     assert curve[1]["samples"] == 48 and curve[3]["samples"] == 144  # 3 steps of 16 per epoch
@@ -79,10 +100,19 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
     assert curve[3]["lm_tokens"] > curve[1]["lm_tokens"] > 0
     assert {"caption_colour", "caption_shape", "caption_size", "caption_position"} <= set(curve[1]["scores"])
     assert [p["epoch"] for p in saved["curves"]["tfs"]["1"]] == [0, 1, 2, 3]
-    assert set(saved["orderings"]) == {"fused init beats random init after warm-up", "5x warm-up beats 1x",
-                                       "TFS starts better than inheriting without warm-up"}
+    assert set(saved["orderings"]) == {
+        "fused init beats random init after warm-up",
+        "5x warm-up beats 1x",
+        "TFS starts better than inheriting without warm-up",
+    }
     assert saved["orderings"]["5x warm-up beats 1x"]["caption"]["seeds_holding"] in (0, 1, 2)
-    assert set(saved["speedup_by_arm"]) == {"vpgtrans", "inherit-no-warmup", "random-warmup", "warmup-1x", "warmup-2-epochs"}
+    assert set(saved["speedup_by_arm"]) == {
+        "vpgtrans",
+        "inherit-no-warmup",
+        "random-warmup",
+        "warmup-1x",
+        "warmup-2-epochs",
+    }
     # a warm-up epoch runs the Q-Former forward only, a fine-tuning epoch also backward: the
     # per-epoch FLOPs say which epochs each arm spent warming up (same data every epoch)
     for arm, warmup_epochs in (("vpgtrans", 1), ("warmup-2-epochs", 2)):
@@ -93,7 +123,10 @@ def test_tiny_compare_end_to_end(zoo, tmp_path):
         assert all(f > 1.01 * flops[0] for f in flops[warmup_epochs:]), (arm, flops)
     assert saved["speedup_by_arm"]["vpgtrans"]["caption"] == saved["speedup"]["caption"]["epoch"]
     assert "| warmup-1x |" in (tmp_path / "results.md").read_text()
-    assert "- 5x warm-up beats 1x (vpgtrans vs warmup-1x, epoch 1): caption attribute accuracy" in (tmp_path / "results.md").read_text()
+    assert (
+        "- 5x warm-up beats 1x (vpgtrans vs warmup-1x, epoch 1): caption attribute accuracy"
+        in (tmp_path / "results.md").read_text()
+    )
     assert (tmp_path / "curve-caption.png").stat().st_size > 1000
     assert "speed-up (epochs)" in (tmp_path / "results.md").read_text()
     # a rerun resumes from the saved curves instead of training again, when asked to
@@ -128,26 +161,48 @@ def test_compare_on_benchmarks(zoo, coco, tmp_path, monkeypatch):
     """Real-benchmark scoring, as a user with real models runs it: COCO captions and VQAv2 in their
     own files, no miniature-world folder; each benchmark is a metric with its own speed-up."""
     caption = Benchmark("coco-caption", str(coco / "dataset_coco.json"), images=str(coco))
-    vqa = Benchmark("vqav2", str(coco / "v2_OpenEnded_mscoco_val2014_questions.json"), images=str(coco / "val2014"),
-                    annotations=str(coco / "v2_mscoco_val2014_annotations.json"), limit=2)
-    config = CompareConfig(src=str(zoo.src), dst=str(zoo.dst_opt), data=str(zoo.data), eval=None, out=str(tmp_path / "run"),
-                           seeds=1, budget_epochs=2, training=TrainingConfig(batch_size=16, lr=1e-3),
-                           tfs_lrs=(1e-3, 3e-3), benchmarks=(caption, vqa))
+    vqa = Benchmark(
+        "vqav2",
+        str(coco / "v2_OpenEnded_mscoco_val2014_questions.json"),
+        images=str(coco / "val2014"),
+        annotations=str(coco / "v2_mscoco_val2014_annotations.json"),
+        limit=2,
+    )
+    config = CompareConfig(
+        src=str(zoo.src),
+        dst=str(zoo.dst_opt),
+        data=str(zoo.data),
+        eval=None,
+        out=str(tmp_path / "run"),
+        seeds=1,
+        budget_epochs=2,
+        training=TrainingConfig(batch_size=16, lr=1e-3),
+        tfs_lrs=(1e-3, 3e-3),
+        benchmarks=(caption, vqa),
+    )
     reads = []  # annotation files are read once per compare, not at each of its 9 evaluation points
-    monkeypatch.setattr(vpgtrans.evaluation.evaluate, "load_references", lambda *args, read=vpgtrans.evaluation.evaluate.load_references:
-                        reads.append(args[0]) or read(*args))
+    monkeypatch.setattr(
+        vpgtrans.evaluation.evaluate,
+        "load_references",
+        lambda *args, read=vpgtrans.evaluation.evaluate.load_references: reads.append(args[0]) or read(*args),
+    )
     results = run_compare(config)
     assert reads == ["coco-caption", "vqav2"]
     assert set(results["speedup"]) == set(results["speedup_by_arm"]["vpgtrans"]) == {"coco-caption", "vqav2"}
     for lr, swept in results["tfs_lr_sweep"].items():  # ranked by both benchmarks' best scores
         points = json.loads((tmp_path / "run" / "curves" / f"tfs-seed0-lr{lr}.json").read_text())["points"]
-        assert swept == pytest.approx((max(p["scores"]["coco-caption"] for p in points)
-                                       + max(p["scores"]["vqav2"] for p in points)) / 2)
+        assert swept == pytest.approx(
+            (max(p["scores"]["coco-caption"] for p in points) + max(p["scores"]["vqav2"] for p in points)) / 2
+        )
     tfs = results_curves(results)["tfs"]["0"]
     assert [p.epoch for p in tfs] == [0, 1, 2] and all(set(p.scores) == {"coco-caption", "vqav2"} for p in tfs)
-    model, processor = arm_model(config, ARMS["tfs"], 0, None, load_caption_data(zoo.data))  # the scores are `vpgtrans eval`'s (test_eval.py)
-    expected = {**benchmark_scores(model, processor, load_benchmark(caption)),
-                **benchmark_scores(model, processor, load_benchmark(vqa))}
+    model, processor = arm_model(
+        config, ARMS["tfs"], 0, None, load_caption_data(zoo.data)
+    )  # the scores are `vpgtrans eval`'s (test_eval.py)
+    expected = {
+        **benchmark_scores(model, processor, load_benchmark(caption)),
+        **benchmark_scores(model, processor, load_benchmark(vqa)),
+    }
     assert tfs[0].scores == pytest.approx(expected)
     table = (tmp_path / "run" / "results.md").read_text()
     assert "| coco-caption CIDEr-D x100 |" in table and "| vqav2 accuracy (%) |" in table
@@ -162,7 +217,9 @@ def test_compare_on_benchmarks(zoo, coco, tmp_path, monkeypatch):
     # bad input fails before any training, naming what is wrong
     fresh = replace(config, out=str(tmp_path / "fresh"))
     (coco / "val2014" / f"COCO_val2014_{COCO_IDS[2]:012d}.jpg").unlink()
-    with pytest.raises(VPGTransError, match=f"COCO_val2014_{COCO_IDS[2]:012d}.jpg: image not found for image_id {COCO_IDS[2]}"):
+    with pytest.raises(
+        VPGTransError, match=f"COCO_val2014_{COCO_IDS[2]:012d}.jpg: image not found for image_id {COCO_IDS[2]}"
+    ):
         run_compare(fresh)
     with pytest.raises(VPGTransError, match="coco-caption given twice"):
         run_compare(replace(fresh, benchmarks=(caption, caption)))
@@ -193,8 +250,10 @@ def test_world_metrics_are_the_toy_tasks_scores(zoo, tmp_path, monkeypatch):
     inputs = CompareInputs(load_caption_data(zoo.data), load_world(str(folder), 6), [])
     scores = score_point(model, processor, inputs)
     assert 0 < scores["caption"] < 100 and 0 < scores["cider"] and scores["vqa"] == pytest.approx(50.0)
-    evaluated = {task: run_eval(EvalConfig(str(zoo.src), Benchmark(task, str(folder), limit=6), str(tmp_path / task)))
-                 for task in ("toy-caption", "toy-vqa")}
+    evaluated = {
+        task: run_eval(EvalConfig(str(zoo.src), Benchmark(task, str(folder), limit=6), str(tmp_path / task)))
+        for task in ("toy-caption", "toy-vqa")
+    }
     assert scores["cider"] == pytest.approx(evaluated["toy-caption"]["score"])
     assert scores["caption"] == pytest.approx(evaluated["toy-caption"]["attribute_accuracy"])
     assert scores["caption_colour"] == pytest.approx(evaluated["toy-caption"]["colour_accuracy"])
@@ -205,8 +264,9 @@ def test_world_metrics_are_the_toy_tasks_scores(zoo, tmp_path, monkeypatch):
     references = [r["caption"] for r in truth[:3]]
     expected, _ = corpus_cider(dict(enumerate(wrong)), {i: (r,) for i, r in enumerate(references)})
     scripted[""] = wrong
-    assert score_point(model, processor, CompareInputs(inputs.data, load_world(str(folder), 3), []))["cider"] == \
-        pytest.approx(expected)
+    assert score_point(model, processor, CompareInputs(inputs.data, load_world(str(folder), 3), []))[
+        "cider"
+    ] == pytest.approx(expected)
 
 
 def test_evaluation_steps_are_regular_and_end_at_the_budget():
@@ -217,8 +277,16 @@ def test_evaluation_steps_are_regular_and_end_at_the_budget():
 
 def test_budget_in_steps_scored_within_epochs(zoo, tmp_path):
     config = CompareConfig(
-        src=str(zoo.src), dst=str(zoo.dst_llama), data=str(zoo.data), eval=str(zoo.data.parent), out=str(tmp_path),
-        seeds=1, budget_steps=5, evals_per_epoch=2, training=TrainingConfig(batch_size=16, lr=1e-3), eval_limit=2,
+        src=str(zoo.src),
+        dst=str(zoo.dst_llama),
+        data=str(zoo.data),
+        eval=str(zoo.data.parent),
+        out=str(tmp_path),
+        seeds=1,
+        budget_steps=5,
+        evals_per_epoch=2,
+        training=TrainingConfig(batch_size=16, lr=1e-3),
+        eval_limit=2,
     )
     saved = run_compare(config)
     for arm in ("tfs", "vpgtrans"):  # 3 steps per epoch: scored at half epochs (steps 1.5, 3, 4.5 rounded) and step 5
@@ -244,8 +312,14 @@ def test_budget_in_steps_scored_within_epochs(zoo, tmp_path):
 def test_compare_converter_choice_reaches_the_fused_arms(tmp_path, monkeypatch):
     fitted, used = [], {}
     runner = vpgtrans.efficiency.runner
-    monkeypatch.setattr(runner, "fit_converter", lambda src, dst, captions, fit: fitted.append(fit.method) or fit.method)
-    monkeypatch.setattr(runner, "load_caption_data", lambda path: type("Data", (), {"captions": lambda self: [], "records": [None] * 32})())
+    monkeypatch.setattr(
+        runner, "fit_converter", lambda src, dst, captions, fit: fitted.append(fit.method) or fit.method
+    )
+    monkeypatch.setattr(
+        runner,
+        "load_caption_data",
+        lambda path: type("Data", (), {"captions": lambda self: [], "records": [None] * 32})(),
+    )
     monkeypatch.setattr(runner, "load_world", lambda folder, limit: [])
 
     def fake_run_arm(config, arm, seed, lr, converter, workdir, inputs):
@@ -254,8 +328,15 @@ def test_compare_converter_choice_reaches_the_fused_arms(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "run_arm", fake_run_arm)
     monkeypatch.setattr(runner, "write_plots", lambda results, out: None)
-    config = CompareConfig(src="s", dst="d", data="x", eval="e", out=str(tmp_path / "a"), seeds=1,
-                           arms=("tfs", "vpgtrans", "paper-converter", "random-warmup"))
+    config = CompareConfig(
+        src="s",
+        dst="d",
+        data="x",
+        eval="e",
+        out=str(tmp_path / "a"),
+        seeds=1,
+        arms=("tfs", "vpgtrans", "paper-converter", "random-warmup"),
+    )
     run_compare(config)
     assert used == {"tfs": None, "vpgtrans": "ridge", "paper-converter": "paper", "random-warmup": None}
     fitted.clear(), used.clear()
@@ -281,14 +362,23 @@ def test_cli_compare_flags_reach_the_config(tmp_path, monkeypatch, capsys):
     def fake_run_compare(config, resume=False, overwrite=False):
         calls.append((config, resume, overwrite))
         sweep = {"0.001": 0.5, "0.003": 0.6} if config.tfs_lrs else {}
-        return {"speedup": {"caption": {"epoch": summarise([2.0]), "seconds": summarise([1.5])}},
-                "tfs_lr_sweep": sweep, "tfs_lr": 3e-3 if sweep else config.training.lr}
+        return {
+            "speedup": {"caption": {"epoch": summarise([2.0]), "seconds": summarise([1.5])}},
+            "tfs_lr_sweep": sweep,
+            "tfs_lr": 3e-3 if sweep else config.training.lr,
+        }
 
     monkeypatch.setattr(vpgtrans.efficiency.runner, "run_compare", fake_run_compare)
     common = ["compare", "--src", "s", "--dst", "d", "--data", "x.jsonl", "--eval", "e", "--out", str(tmp_path)]
     assert main([*common, "--budget-steps", "300", "--evals-per-epoch", "2", "--converter", "paper", "--resume"]) == 0
     config, resume, overwrite = calls[-1]
-    assert (config.budget_steps, config.evals_per_epoch, config.converter, resume, overwrite) == (300, 2, "paper", True, False)
+    assert (config.budget_steps, config.evals_per_epoch, config.converter, resume, overwrite) == (
+        300,
+        2,
+        "paper",
+        True,
+        False,
+    )
     assert main(common) == 0
     assert (calls[-1][0].budget_epochs, calls[-1][0].budget_steps, calls[-1][0].converter) == (10, None, "ridge")
     assert "warning" not in capsys.readouterr().out
@@ -299,17 +389,38 @@ def test_cli_compare_flags_reach_the_config(tmp_path, monkeypatch, capsys):
     assert "give --budget-epochs or --budget-steps, not both" in capsys.readouterr().err
     # real benchmarks instead of (or besides) a world folder, in the files `vpgtrans eval` reads
     bare = ["compare", "--src", "s", "--dst", "d", "--data", "x.jsonl", "--out", str(tmp_path)]
-    assert main([*bare, "--benchmark", "coco-caption", "dataset_coco.json", "images=coco", "limit=500",
-                 "--benchmark", "vqav2", "q.json", "images=coco/val2014", "annotations=a.json", "split=val"]) == 0
+    assert (
+        main(
+            [
+                *bare,
+                "--benchmark",
+                "coco-caption",
+                "dataset_coco.json",
+                "images=coco",
+                "limit=500",
+                "--benchmark",
+                "vqav2",
+                "q.json",
+                "images=coco/val2014",
+                "annotations=a.json",
+                "split=val",
+            ]
+        )
+        == 0
+    )
     assert calls[-1][0].eval is None and calls[-1][0].benchmarks == (
         Benchmark("coco-caption", "dataset_coco.json", images="coco", limit=500),
-        Benchmark("vqav2", "q.json", images="coco/val2014", annotations="a.json", split="val"))
+        Benchmark("vqav2", "q.json", images="coco/val2014", annotations="a.json", split="val"),
+    )
     capsys.readouterr()
-    for args, message in ((["--benchmark", "coco-caption"], "--benchmark coco-caption: expected TASK DATA"),
-                          (["--benchmark", "vizwiz", "q.json"], "unknown task 'vizwiz'"),
-                          (["--benchmark", "coco-caption", "d.json", "imgs=x"], "'imgs=x' is not KEY=VALUE"),
-                          (["--benchmark", "coco-caption", "d.json", "limit=1", "limit=2"], "'limit=2' given twice"),
-                          (["--benchmark", "coco-caption", "d.json", "limit=0"], "limit=0 is not a positive whole number"),
-                          ([], "nothing to score the arms on"), (["--arms", "tfs,vpgtrans,nope"], "arms 'nope' is not one of")):
+    for args, message in (
+        (["--benchmark", "coco-caption"], "--benchmark coco-caption: expected TASK DATA"),
+        (["--benchmark", "vizwiz", "q.json"], "unknown task 'vizwiz'"),
+        (["--benchmark", "coco-caption", "d.json", "imgs=x"], "'imgs=x' is not KEY=VALUE"),
+        (["--benchmark", "coco-caption", "d.json", "limit=1", "limit=2"], "'limit=2' given twice"),
+        (["--benchmark", "coco-caption", "d.json", "limit=0"], "limit=0 is not a positive whole number"),
+        ([], "nothing to score the arms on"),
+        (["--arms", "tfs,vpgtrans,nope"], "arms 'nope' is not one of"),
+    ):
         assert main([*bare, *args]) == 2
         assert message in capsys.readouterr().err, args

@@ -8,11 +8,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from vpgtrans import world
-from vpgtrans.world import tiny
+from vpgtrans.errors import VPGTransError
 from vpgtrans.method.converter import ConverterFitConfig, WordConverter, fit_converter, fit_ridge, fuse_projection
 from vpgtrans.method.embeddings import read_input_embeddings
-from vpgtrans.errors import VPGTransError
 from vpgtrans.method.vocab import align_vocabularies, token_bytes, tokenizer_convention
+from vpgtrans.world import tiny
 
 
 def test_token_bytes_normalises_both_conventions():
@@ -86,8 +86,9 @@ def test_paper_recipe_learns_the_map_and_ridge_beats_it(zoo, tmp_path):
     torch.manual_seed(0)
     _write_related_llama(zoo, tmp_path / "llama", (torch.randn(48, 32) * 0.2, torch.randn(48) * 0.1))
     captions = [world.caption(world.generate_scene(__import__("numpy").random.default_rng(i))) for i in range(200)]
-    paper = fit_converter(str(zoo.src), str(tmp_path / "llama"), captions,
-                          ConverterFitConfig(method="paper", paper_batch_captions=8)).report
+    paper = fit_converter(
+        str(zoo.src), str(tmp_path / "llama"), captions, ConverterFitConfig(method="paper", paper_batch_captions=8)
+    ).report
     ridge = fit_converter(str(zoo.src), str(tmp_path / "llama"), captions).report
     assert paper.method == "paper" and ridge.method == "ridge"
     assert 0 < paper.captions_used <= paper.captions_total == 200

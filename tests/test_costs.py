@@ -20,35 +20,88 @@ from vpgtrans.reports.costs import (
 )
 
 # Real model dimensions, written out by hand (no downloads).
-OPT_6_7B = {"model_type": "opt", "hidden_size": 4096, "ffn_dim": 16384,
-            "num_hidden_layers": 32, "num_attention_heads": 32, "vocab_size": 50272,
-            "max_position_embeddings": 2048, "word_embed_proj_dim": 4096,
-            "do_layer_norm_before": True}
+OPT_6_7B = {
+    "model_type": "opt",
+    "hidden_size": 4096,
+    "ffn_dim": 16384,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "vocab_size": 50272,
+    "max_position_embeddings": 2048,
+    "word_embed_proj_dim": 4096,
+    "do_layer_norm_before": True,
+}
 OPT_2_7B = {**OPT_6_7B, "hidden_size": 2560, "ffn_dim": 10240, "word_embed_proj_dim": 2560}
-OPT_350M = {**OPT_6_7B, "hidden_size": 1024, "ffn_dim": 4096, "num_hidden_layers": 24,
-            "num_attention_heads": 16, "word_embed_proj_dim": 512, "do_layer_norm_before": False}
-LLAMA_7B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
-            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
-            "vocab_size": 32000, "tie_word_embeddings": False}
-FLAN_T5_XL = {"model_type": "t5", "d_model": 2048, "d_kv": 64, "d_ff": 5120, "num_layers": 24,
-              "num_decoder_layers": 24, "num_heads": 32, "vocab_size": 32128,
-              "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}
+OPT_350M = {
+    **OPT_6_7B,
+    "hidden_size": 1024,
+    "ffn_dim": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "word_embed_proj_dim": 512,
+    "do_layer_norm_before": False,
+}
+LLAMA_7B = {
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32000,
+    "tie_word_embeddings": False,
+}
+FLAN_T5_XL = {
+    "model_type": "t5",
+    "d_model": 2048,
+    "d_kv": 64,
+    "d_ff": 5120,
+    "num_layers": 24,
+    "num_decoder_layers": 24,
+    "num_heads": 32,
+    "vocab_size": 32128,
+    "feed_forward_proj": "gated-gelu",
+    "tie_word_embeddings": False,
+}
 FLAN_T5_XXL = {**FLAN_T5_XL, "d_model": 4096, "d_ff": 10240, "num_heads": 64}
-EVA_VIT_G = {"hidden_size": 1408, "intermediate_size": 6144, "num_hidden_layers": 39,
-             "num_attention_heads": 16, "image_size": 224, "patch_size": 14, "qkv_bias": True}
-QFORMER = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-           "num_attention_heads": 12, "cross_attention_frequency": 2,
-           "encoder_hidden_size": 1408}
-BLIP2_OPT_2_7B = {"model_type": "blip-2", "num_query_tokens": 32, "vision_config": EVA_VIT_G,
-                  "qformer_config": QFORMER, "text_config": OPT_2_7B}
+EVA_VIT_G = {
+    "hidden_size": 1408,
+    "intermediate_size": 6144,
+    "num_hidden_layers": 39,
+    "num_attention_heads": 16,
+    "image_size": 224,
+    "patch_size": 14,
+    "qkv_bias": True,
+}
+QFORMER = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "cross_attention_frequency": 2,
+    "encoder_hidden_size": 1408,
+}
+BLIP2_OPT_2_7B = {
+    "model_type": "blip-2",
+    "num_query_tokens": 32,
+    "vision_config": EVA_VIT_G,
+    "qformer_config": QFORMER,
+    "text_config": OPT_2_7B,
+}
 
 PAPER_FACTOR = 1.5  # the estimates must land within this factor of the paper's hours
 
 
 @pytest.mark.parametrize(
     "config, expected",  # totals as transformers counts them for these architectures
-    [(OPT_6_7B, 6_658_473_984), (OPT_2_7B, 2_651_596_800), (OPT_350M, 331_196_416),
-     (LLAMA_7B, 6_738_415_616), (FLAN_T5_XL, 2_849_757_184), (FLAN_T5_XXL, 11_135_332_352)],
+    [
+        (OPT_6_7B, 6_658_473_984),
+        (OPT_2_7B, 2_651_596_800),
+        (OPT_350M, 331_196_416),
+        (LLAMA_7B, 6_738_415_616),
+        (FLAN_T5_XL, 2_849_757_184),
+        (FLAN_T5_XXL, 11_135_332_352),
+    ],
 )
 def test_llm_param_counts(config: dict, expected: int) -> None:
     assert llm_params(config).total == expected
@@ -86,8 +139,10 @@ def test_flops_breakdown_per_sample() -> None:
 
 @pytest.mark.parametrize(
     "samples, paper_hours",
-    [(13_800_000, 59.0),  # OPT-2.7B -> OPT-6.7B by VPGTrans
-     (129_000_000, 631.5)],  # BLIP-2 OPT-6.7B from scratch
+    [
+        (13_800_000, 59.0),  # OPT-2.7B -> OPT-6.7B by VPGTrans
+        (129_000_000, 631.5),
+    ],  # BLIP-2 OPT-6.7B from scratch
 )
 def test_estimate_reproduces_paper_a100_hours(samples: int, paper_hours: float) -> None:
     est = estimate(BLIP2_OPT_2_7B, OPT_6_7B, "a100-40g", samples)
@@ -98,8 +153,7 @@ def test_estimate_reproduces_paper_a100_hours(samples: int, paper_hours: float) 
 
 def test_estimate_llama_and_gpu_options() -> None:
     a100 = estimate(BLIP2_OPT_2_7B, LLAMA_7B, "a100-80g", 13_800_000)
-    assert a100.gpu_hours == pytest.approx(
-        a100.flops.total / (312e12 * DEFAULT_MFU) / 3600)
+    assert a100.gpu_hours == pytest.approx(a100.flops.total / (312e12 * DEFAULT_MFU) / 3600)
     h100 = estimate(BLIP2_OPT_2_7B, LLAMA_7B, "h100", 13_800_000, mfu=0.3, price_per_hour=2.0)
     assert h100.gpu_hours == pytest.approx(a100.gpu_hours * 312 * DEFAULT_MFU / (989 * 0.3))
     assert h100.dollars == pytest.approx(2.0 * h100.gpu_hours)

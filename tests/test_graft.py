@@ -9,8 +9,8 @@ import textwrap
 import pytest
 import torch
 
-from vpgtrans.method.converter import fit_converter
 from vpgtrans.errors import VPGTransError
+from vpgtrans.method.converter import fit_converter
 from vpgtrans.method.graft import load_blip2, load_causal_lm
 from vpgtrans.pipeline import initialise, save_model
 
@@ -24,7 +24,9 @@ def test_graft_inherits_vpg_and_llm_and_adds_only_the_projection(zoo):
     assert report.projector_init == "fused"
     # LLaMA-style vocabularies have no spare row: <image> gets one
     assert report.embedding_rows_after == report.embedding_rows_before + 1
-    assert processor.tokenizer.convert_tokens_to_ids("<image>") == model.config.image_token_index == report.image_token_id
+    assert (
+        processor.tokenizer.convert_tokens_to_ids("<image>") == model.config.image_token_index == report.image_token_id
+    )
     for key, value in source.state_dict().items():
         if key.startswith(("vision_model.", "qformer.", "query_tokens")):
             assert torch.equal(model.state_dict()[key], value), key
@@ -63,8 +65,8 @@ def test_export_loads_and_generates_with_transformers_alone(zoo, tmp_path):
         import sys
         from PIL import Image
         from transformers import Blip2ForConditionalGeneration, Blip2Processor
-        model = Blip2ForConditionalGeneration.from_pretrained({str(tmp_path / 'model')!r}, local_files_only=True)
-        processor = Blip2Processor.from_pretrained({str(tmp_path / 'model')!r}, local_files_only=True)
+        model = Blip2ForConditionalGeneration.from_pretrained({str(tmp_path / "model")!r}, local_files_only=True)
+        processor = Blip2Processor.from_pretrained({str(tmp_path / "model")!r}, local_files_only=True)
         inputs = processor(images=Image.open({str(image)!r}), text="", return_tensors="pt")
         n = model.config.num_query_tokens
         assert (inputs["input_ids"] == model.config.image_token_index).sum() == n, inputs["input_ids"]

@@ -29,14 +29,27 @@ _VOCAB = (
 
 # Hand-written captions with the punctuation and shapes real COCO captions have.
 _RAW_REFS = {
-    0: ["A man riding a wave on top of a surfboard.", "A surfer rides a large wave.",
-        "A man on a surfboard riding a wave!", "Surfer (in black) on a wave.",
-        "a person surfing a big wave in the ocean"],
-    1: ["The dog's bone isn't there; it's gone.", "A dog chewing on a bone.",
-        "A brown dog with a bone in its mouth.", "dog, bone, grass", "A dog eats a bone."],
-    2: ["Two people -- one in black-and-white -- at 4:45pm.", "Two people standing outside.",
-        "A couple of people stand near a clock tower.", "Two men near a 10-year-old clock.",
-        "People waiting at the station at 4:45."],
+    0: [
+        "A man riding a wave on top of a surfboard.",
+        "A surfer rides a large wave.",
+        "A man on a surfboard riding a wave!",
+        "Surfer (in black) on a wave.",
+        "a person surfing a big wave in the ocean",
+    ],
+    1: [
+        "The dog's bone isn't there; it's gone.",
+        "A dog chewing on a bone.",
+        "A brown dog with a bone in its mouth.",
+        "dog, bone, grass",
+        "A dog eats a bone.",
+    ],
+    2: [
+        "Two people -- one in black-and-white -- at 4:45pm.",
+        "Two people standing outside.",
+        "A couple of people stand near a clock tower.",
+        "Two men near a 10-year-old clock.",
+        "People waiting at the station at 4:45.",
+    ],
 }
 
 
@@ -50,8 +63,13 @@ def _fixture() -> tuple[dict[int, list[str]], dict[int, list[str]]]:
     raw_refs = {i: [_caption(rng) for _ in range(5)] for i in range(20)}
     raw_cands = {i: _caption(rng) for i in range(20)}
     raw_refs.update(_RAW_REFS)
-    raw_cands.update({0: "A man riding a wave on a surfboard.", 1: "a dog with a bone",
-                      2: "Two people standing next to a clock tower."})
+    raw_cands.update(
+        {
+            0: "A man riding a wave on a surfboard.",
+            1: "a dog with a bone",
+            2: "Two people standing next to a clock tower.",
+        }
+    )
     raw_cands[3] = raw_refs[3][0]  # exact copy of a reference
     raw_cands[4] = ""  # empty candidate
     raw_cands[5] = "dog"  # one word: no bigrams
@@ -63,6 +81,7 @@ def _fixture() -> tuple[dict[int, list[str]], dict[int, list[str]]]:
 
 
 # --------------------------------------------------------------------------- CIDEr-D
+
 
 def test_cider_d_matches_pycocoevalcap() -> None:
     from pycocoevalcap.cider.cider import Cider
@@ -88,8 +107,7 @@ def test_cider_d_string_ids_and_raw_variant() -> None:
 
 @pytest.mark.parametrize(
     "refs, cands",
-    [({1: ["a b"]}, {2: ["a b"]}), ({1: ["a b"]}, {1: ["a", "b"]}), ({1: []}, {1: ["a"]}),
-     ({}, {})],
+    [({1: ["a b"]}, {2: ["a b"]}), ({1: ["a b"]}, {1: ["a", "b"]}), ({1: []}, {1: ["a"]}), ({}, {})],
 )
 def test_cider_d_rejects_bad_input(refs: dict, cands: dict) -> None:
     with pytest.raises(ValueError):
@@ -102,25 +120,18 @@ def test_cider_d_rejects_bad_input(refs: dict, cands: dict) -> None:
 _PTB_CASES = {
     "A man riding a wave on top of a surfboard.": "a man riding a wave on top of a surfboard",
     'A grey cat (sitting) on the TV\'s "remote".': "a grey cat -lrb- sitting -rrb- on the tv 's remote",
-    "The dog's bone isn't there; it's 1,000 feet & 3.5 miles away!":
-        "the dog 's bone is n't there it 's 1,000 feet & 3.5 miles away",
-    "Two people -- one in black-and-white -- at 4:45pm, w/ a U.S. flag.":
-        "two people one in black-and-white at 4:45 pm w / a u.s. flag",
-    "I can't believe they wanna keep 40% of that... cannot gonna":
-        "i ca n't believe they wan na keep 40 % of that can not gon na",
-    "A 'quoted' word and `backticks' and/or 5*3 {braces} [brackets]":
-        "a quoted word and backticks and/or 5 * 3 -lcb- braces -rcb- -lsb- brackets -rsb-",
-    "Mr. Smith and Dr. Who on St. Patrick's day, etc. e.g. a.m.":
-        "mr. smith and dr. who on st. patrick 's day etc. e.g. a.m.",
+    "The dog's bone isn't there; it's 1,000 feet & 3.5 miles away!": "the dog 's bone is n't there it 's 1,000 feet & 3.5 miles away",
+    "Two people -- one in black-and-white -- at 4:45pm, w/ a U.S. flag.": "two people one in black-and-white at 4:45 pm w / a u.s. flag",
+    "I can't believe they wanna keep 40% of that... cannot gonna": "i ca n't believe they wan na keep 40 % of that can not gon na",
+    "A 'quoted' word and `backticks' and/or 5*3 {braces} [brackets]": "a quoted word and backticks and/or 5 * 3 -lcb- braces -rcb- -lsb- brackets -rsb-",
+    "Mr. Smith and Dr. Who on St. Patrick's day, etc. e.g. a.m.": "mr. smith and dr. who on st. patrick 's day etc. e.g. a.m.",
     "Don\u2019t it\u2019s \u201csmart quotes\u201d \u2014 dash \u2013 endash \u2026 ellipsis "
     "\u00bd cup \u00a35": "do n't it 's smart quotes dash endash ellipsis 1/2 cup # 5",
     "OK... this is it.. test ?! a? b! c: d;e": "ok this is it test ?! a b c d e",
     "A sign with the letter B. The end.": "a sign with the letter b the end",
-    "a 10-year-old boy's t-shirt, 2nd place, 1980s, '90s, 90's":
-        "a 10-year-old boy 's t-shirt 2nd place 1980s '90s 90 's",
-    "y'all ma'am o'clock rock'n'roll 'em 'til ol' d'oh":
-        "y' all ma'am o'clock rock 'n' roll 'em 'til ol' d'oh",
-    "Emoji \U0001F600 and caf\u00e9 na\u00efve": "emoji and caf\u00e9 na\u00efve",
+    "a 10-year-old boy's t-shirt, 2nd place, 1980s, '90s, 90's": "a 10-year-old boy 's t-shirt 2nd place 1980s '90s 90 's",
+    "y'all ma'am o'clock rock'n'roll 'em 'til ol' d'oh": "y' all ma'am o'clock rock 'n' roll 'em 'til ol' d'oh",
+    "Emoji \U0001f600 and caf\u00e9 na\u00efve": "emoji and caf\u00e9 na\u00efve",
 }
 
 
@@ -139,13 +150,31 @@ def test_ptb_tokenize_looks_past_the_caption_end() -> None:
 def _java_corpus() -> list[str]:
     rng = random.Random(1)
     extras = list(_PTB_CASES) + [
-        "it's", "don't", "U.S.", "e.g.", "t-shirt", "3.5", "1,000", "(a)", "\"b\"", "A.", "x...",
-        "$5", "50%", "w/", "and/or", "mid-air", "o'clock", "they're", "B&W", "no. 5", "etc.,",
+        "it's",
+        "don't",
+        "U.S.",
+        "e.g.",
+        "t-shirt",
+        "3.5",
+        "1,000",
+        "(a)",
+        '"b"',
+        "A.",
+        "x...",
+        "$5",
+        "50%",
+        "w/",
+        "and/or",
+        "mid-air",
+        "o'clock",
+        "they're",
+        "B&W",
+        "no. 5",
+        "etc.,",
     ]
     lines = []
     for _ in range(300):
-        words = [rng.choice(extras if rng.random() < 0.3 else _VOCAB)
-                 for _ in range(rng.randint(1, 12))]
+        words = [rng.choice(extras if rng.random() < 0.3 else _VOCAB) for _ in range(rng.randint(1, 12))]
         line = " ".join(words)
         lines.append(line[0].upper() + line[1:] + rng.choice(["", ".", " .", "!", "..."]))
     return lines
@@ -162,16 +191,31 @@ def test_ptb_tokenize_matches_java_ptbtokenizer() -> None:
 
 # --------------------------------------------------------------------------- VQA accuracy
 
+
 @pytest.mark.parametrize(
     "raw, expected",
     [
-        ("Two", "2"), ("none", "0"), ("ten dogs", "10 dogs"),  # number words -> digits
-        ("The dog", "dog"), ("a red car", "red car"), ("an apple", "apple"),  # articles
-        ("dont", "don't"), ("isnt", "isn't"), ("Im", "im"),  # contractions ("Im" key is dead)
-        ("1,000", "1000"), ("3.5", "3.5"), ("yes.", "yes"), ("U.S.", "us"),  # periods, commas
-        ("black-and-white", "black and white"), ("t-shirt", "t shirt"),  # inner punctuation
-        ("yes !", "yes"), ("red, white", "red white"), ("  yes\n", "yes"),
-        ("left/right", "left right"), ("10:30", "10:30"), ("it's", "it's"),
+        ("Two", "2"),
+        ("none", "0"),
+        ("ten dogs", "10 dogs"),  # number words -> digits
+        ("The dog", "dog"),
+        ("a red car", "red car"),
+        ("an apple", "apple"),  # articles
+        ("dont", "don't"),
+        ("isnt", "isn't"),
+        ("Im", "im"),  # contractions ("Im" key is dead)
+        ("1,000", "1000"),
+        ("3.5", "3.5"),
+        ("yes.", "yes"),
+        ("U.S.", "us"),  # periods, commas
+        ("black-and-white", "black and white"),
+        ("t-shirt", "t shirt"),  # inner punctuation
+        ("yes !", "yes"),
+        ("red, white", "red white"),
+        ("  yes\n", "yes"),
+        ("left/right", "left right"),
+        ("10:30", "10:30"),
+        ("it's", "it's"),
     ],
 )
 def test_vqa_normalize(raw: str, expected: str) -> None:
@@ -210,6 +254,7 @@ def test_vqa_accuracy_gt_processing_is_official() -> None:
 
 
 # --------------------------------------------------------------------------- GQA / OK-VQA
+
 
 def test_gqa_accuracy() -> None:
     assert gqa_accuracy("The table.", "table") == 1.0

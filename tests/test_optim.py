@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vpgtrans.errors import VPGTransError
-from vpgtrans.training.optim import OPTIMIZERS, MuonWithAdamW, make_optimizer
+from vpgtrans.training.optim import MuonWithAdamW, make_optimizer
 from vpgtrans.training.stages import FINETUNE, WARMUP, TrainingConfig, stage_config
 
 
@@ -44,6 +44,7 @@ def test_muon_takes_the_matrices_and_adamw_the_rest():
 def test_muon_moves_every_direction_of_a_matrix_alike():
     """Why it is there: a gradient whose singular values span 100x gives a Muon step whose
     singular values are about equal, where AdamW's step stays uneven."""
+
     def step_singular_values(name: str) -> torch.Tensor:
         torch.manual_seed(0)
         layer = torch.nn.Linear(16, 32, bias=False)

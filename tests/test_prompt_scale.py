@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 
 from vpgtrans.method.converter import ConverterFitConfig, fit_converter
-from vpgtrans.training.data import load_caption_data
 from vpgtrans.method.graft import load_blip2
 from vpgtrans.method.prompt_scale import mean_word_norm, vpg_outputs
 from vpgtrans.pipeline import initialise
+from vpgtrans.training.data import load_caption_data
 
 
 def test_prompt_scale_matches_the_source_ratio(zoo):
@@ -22,17 +22,22 @@ def test_prompt_scale_matches_the_source_ratio(zoo):
     source.eval(), plain.eval(), scaled.eval()
 
     captions = [r.caption for r in records[:64]]
-    pixels = processor.image_processor([Image.open(r.image).convert("RGB") for r in records[:64]],
-                                       return_tensors="pt")["pixel_values"]
+    pixels = processor.image_processor([Image.open(r.image).convert("RGB") for r in records[:64]], return_tensors="pt")[
+        "pixel_values"
+    ]
     with torch.no_grad():
         queries = vpg_outputs(scaled, pixels)
         source_ratio = float(source.language_projection(queries).norm(dim=-1).mean()) / mean_word_norm(
-            source.get_input_embeddings().weight, source_processor.tokenizer, captions)
+            source.get_input_embeddings().weight, source_processor.tokenizer, captions
+        )
         scaled_ratio = float(scaled.language_projection(queries).norm(dim=-1).mean()) / mean_word_norm(
-            scaled.get_input_embeddings().weight, processor.tokenizer, captions)
+            scaled.get_input_embeddings().weight, processor.tokenizer, captions
+        )
     assert abs(scaled_ratio / source_ratio - 1) < 1e-4
     assert report.prompt_scale is not None and abs(report.prompt_scale - 1) > 1e-3  # it did something
-    torch.testing.assert_close(scaled.language_projection.weight, plain.language_projection.weight * report.prompt_scale)
+    torch.testing.assert_close(
+        scaled.language_projection.weight, plain.language_projection.weight * report.prompt_scale
+    )
     torch.testing.assert_close(scaled.language_projection.bias, plain.language_projection.bias * report.prompt_scale)
     for (name, a), (_, b) in zip(plain.state_dict().items(), scaled.state_dict().items()):
         if not name.startswith("language_projection"):

@@ -16,27 +16,52 @@ A100_FLOPS_PER_HOUR = 312e12 * DEFAULT_MFU * 3600
 
 def _stage(name: str, samples: int, seconds: float, flops: float) -> dict:
     parts = {"vit": 0.3 * flops, "qformer": 0.1 * flops, "projector": 0.1 * flops, "llm": 0.5 * flops}
-    return {"config": {"name": name},
-            "result": {"name": name, "steps": samples // 8, "samples": samples, "text_tokens": 10 * samples,
-                       "lm_tokens": 14 * samples, "seconds": seconds, "losses": [3.0, 2.0], "resumed_from_step": 0,
-                       "peak_memory_bytes": 0, "device": "cpu"},
-            "cost": {"flops": {**parts, "total": flops}, "device_name": "cpu (x86_64, 2 cores)"}}
+    return {
+        "config": {"name": name},
+        "result": {
+            "name": name,
+            "steps": samples // 8,
+            "samples": samples,
+            "text_tokens": 10 * samples,
+            "lm_tokens": 14 * samples,
+            "seconds": seconds,
+            "losses": [3.0, 2.0],
+            "resumed_from_step": 0,
+            "peak_memory_bytes": 0,
+            "device": "cpu",
+        },
+        "cost": {"flops": {**parts, "total": flops}, "device_name": "cpu (x86_64, 2 cores)"},
+    }
 
 
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
     folder = tmp_path / "run"
     folder.mkdir()
-    (folder / "run.json").write_text(json.dumps({
-        "config": {"src": "toy-blip2-opt-s", "dst": "toy-llama"}, "status": "done",
-        "stages": {"warmup": _stage("warmup", 16, 3.0, 2e15), "finetune": _stage("finetune", 80, 20.0, 1e16)}}))
+    (folder / "run.json").write_text(
+        json.dumps(
+            {
+                "config": {"src": "toy-blip2-opt-s", "dst": "toy-llama"},
+                "status": "done",
+                "stages": {"warmup": _stage("warmup", 16, 3.0, 2e15), "finetune": _stage("finetune", 80, 20.0, 1e16)},
+            }
+        )
+    )
     return folder
 
 
 def _point(epoch: int, score: float, samples_per_epoch: int = 100, flops_per_epoch: float = 1e15) -> dict:
-    return {"epoch": epoch, "step": epoch * 10, "samples": epoch * samples_per_epoch, "seconds": 5.0 * epoch,
-            "scores": {"caption": score}, "lm_tokens": 0, "flops": epoch * flops_per_epoch,
-            "peak_memory_bytes": 0, "device": "cpu"}
+    return {
+        "epoch": epoch,
+        "step": epoch * 10,
+        "samples": epoch * samples_per_epoch,
+        "seconds": 5.0 * epoch,
+        "scores": {"caption": score},
+        "lm_tokens": 0,
+        "flops": epoch * flops_per_epoch,
+        "peak_memory_bytes": 0,
+        "device": "cpu",
+    }
 
 
 @pytest.fixture
@@ -44,12 +69,18 @@ def compare_dir(tmp_path) -> Path:
     folder = tmp_path / "compare"
     folder.mkdir()
     summary = {"mean": 2.0, "std": 0.0, "per_seed": [2.0], "never_reached": 0}
-    (folder / "results.json").write_text(json.dumps({
-        "config": {"src": "toy-blip2-opt-s", "dst": "toy-opt-l"},
-        "speedup": {"caption": {"epoch": summary, "samples": summary, "seconds": summary}},
-        "curves": {"tfs": {"0": [_point(e, s) for e, s in enumerate([0.0, 0.1, 0.3, 0.5, 0.8, 0.8])]},
-                   "vpgtrans": {"0": [_point(e, s) for e, s in enumerate([0.0, 0.5, 0.85, 0.9, 0.9, 0.9])]}},
-    }))
+    (folder / "results.json").write_text(
+        json.dumps(
+            {
+                "config": {"src": "toy-blip2-opt-s", "dst": "toy-opt-l"},
+                "speedup": {"caption": {"epoch": summary, "samples": summary, "seconds": summary}},
+                "curves": {
+                    "tfs": {"0": [_point(e, s) for e, s in enumerate([0.0, 0.1, 0.3, 0.5, 0.8, 0.8])]},
+                    "vpgtrans": {"0": [_point(e, s) for e, s in enumerate([0.0, 0.5, 0.85, 0.9, 0.9, 0.9])]},
+                },
+            }
+        )
+    )
     return folder
 
 
@@ -88,15 +119,37 @@ def test_report_refuses_other_folders(tmp_path, capsys):
     assert "neither a transfer run (run.json) nor a compare folder (results.json)" in capsys.readouterr().err
 
 
-OPT_6_7B = {"model_type": "opt", "hidden_size": 4096, "ffn_dim": 16384, "num_hidden_layers": 32,
-            "num_attention_heads": 32, "vocab_size": 50272, "max_position_embeddings": 2048,
-            "word_embed_proj_dim": 4096, "do_layer_norm_before": True}
+OPT_6_7B = {
+    "model_type": "opt",
+    "hidden_size": 4096,
+    "ffn_dim": 16384,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "vocab_size": 50272,
+    "max_position_embeddings": 2048,
+    "word_embed_proj_dim": 4096,
+    "do_layer_norm_before": True,
+}
 BLIP2_OPT_2_7B = {
-    "model_type": "blip-2", "num_query_tokens": 32,
-    "vision_config": {"hidden_size": 1408, "intermediate_size": 6144, "num_hidden_layers": 39,
-                      "num_attention_heads": 16, "image_size": 224, "patch_size": 14, "qkv_bias": True},
-    "qformer_config": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                       "num_attention_heads": 12, "cross_attention_frequency": 2, "encoder_hidden_size": 1408},
+    "model_type": "blip-2",
+    "num_query_tokens": 32,
+    "vision_config": {
+        "hidden_size": 1408,
+        "intermediate_size": 6144,
+        "num_hidden_layers": 39,
+        "num_attention_heads": 16,
+        "image_size": 224,
+        "patch_size": 14,
+        "qkv_bias": True,
+    },
+    "qformer_config": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "cross_attention_frequency": 2,
+        "encoder_hidden_size": 1408,
+    },
     "text_config": {**OPT_6_7B, "hidden_size": 2560, "ffn_dim": 10240, "word_embed_proj_dim": 2560},
 }
 
@@ -104,7 +157,7 @@ BLIP2_OPT_2_7B = {
 def _estimate(capsys, *argv: str) -> dict:
     assert main(["estimate", *argv]) == 0
     out = capsys.readouterr().out
-    return json.loads(out[out.index("{"):])
+    return json.loads(out[out.index("{") :])
 
 
 def test_estimate_cli_matches_the_paper(tmp_path, capsys):
@@ -121,7 +174,8 @@ def test_estimate_cli_matches_the_paper(tmp_path, capsys):
     h100 = _estimate(capsys, "--src", str(src), "--dst", str(dst), "--gpu", "h100", "--samples", "1e6", "--mfu", "0.3")
     assert h100["vpgtrans"]["samples"] == 1_000_000
     assert h100["vpgtrans"]["gpu_hours"] == pytest.approx(
-        result["vpgtrans"]["gpu_hours"] / 13.8 * 312 * DEFAULT_MFU / (989 * 0.3))
+        result["vpgtrans"]["gpu_hours"] / 13.8 * 312 * DEFAULT_MFU / (989 * 0.3)
+    )
 
 
 def test_estimate_cli_reads_model_folders(zoo, capsys):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vpgtrans.training.data import CaptionDataset, load_caption_data
 from vpgtrans.errors import VPGTransError
 from vpgtrans.pipeline import TransferConfig, initialise, run_transfer
+from vpgtrans.training.data import CaptionDataset, load_caption_data
 from vpgtrans.training.run import collator_for
 from vpgtrans.training.stages import FINETUNE, WARMUP, TrainingConfig, stage_config
 from vpgtrans.training.trainer import StageConfig, lr_factor, make_accelerator, train_stage
@@ -30,8 +30,9 @@ def _train(zoo, tmp_path, stage: StageConfig):
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 @pytest.mark.parametrize("trainable", [WARMUP_TRAINABLE, FINETUNE_TRAINABLE])
 def test_only_the_stage_parameters_change(zoo, tmp_path, trainable, optimizer):
-    stage = StageConfig(name="s", trainable=trainable, steps=3, lr=1e-2, batch_size=8, dropout_in=("qformer",),
-                        optimizer=optimizer)
+    stage = StageConfig(
+        name="s", trainable=trainable, steps=3, lr=1e-2, batch_size=8, dropout_in=("qformer",), optimizer=optimizer
+    )
     before, after, result = _train(zoo, tmp_path, stage)
     assert result.steps == 3 and result.samples == 24
     for key in before:
@@ -55,12 +56,15 @@ def test_schedules():
     assert constant(0) == constant(99) == 1.0
 
 
-@pytest.mark.parametrize("settings, steps", [
-    ({}, 3),  # the paper's one epoch: 48 samples at batch 16
-    ({"stage1_epochs": 2.0}, 6),
-    ({"stage1_epochs": 1.5}, 5),  # a partial epoch rounds up
-    ({"stage1_epochs": 2.0, "stage1_steps": 4}, 4),  # an explicit step count wins
-])
+@pytest.mark.parametrize(
+    "settings, steps",
+    [
+        ({}, 3),  # the paper's one epoch: 48 samples at batch 16
+        ({"stage1_epochs": 2.0}, 6),
+        ({"stage1_epochs": 1.5}, 5),  # a partial epoch rounds up
+        ({"stage1_epochs": 2.0, "stage1_steps": 4}, 4),  # an explicit step count wins
+    ],
+)
 def test_warmup_length(settings, steps):
     assert stage_config(WARMUP, TrainingConfig(batch_size=16, **settings), 48).steps == steps
 
@@ -71,9 +75,19 @@ class Crash(Exception):
 
 def _config(zoo, out, optimizer: str = "adamw"):
     return TransferConfig(
-        src=str(zoo.src), dst=str(zoo.dst_llama), data=str(zoo.data), out=str(out),
-        training=TrainingConfig(batch_size=8, stage1_steps=3, stage2_steps=5, checkpoint_every=2, lr=1e-3,
-                                stage1_optimizer=optimizer, stage2_optimizer=optimizer),
+        src=str(zoo.src),
+        dst=str(zoo.dst_llama),
+        data=str(zoo.data),
+        out=str(out),
+        training=TrainingConfig(
+            batch_size=8,
+            stage1_steps=3,
+            stage2_steps=5,
+            checkpoint_every=2,
+            lr=1e-3,
+            stage1_optimizer=optimizer,
+            stage2_optimizer=optimizer,
+        ),
     )
 
 
@@ -116,5 +130,7 @@ def test_a_checkpoint_resumes_only_with_its_optimizer(zoo, tmp_path):
     stage = StageConfig(name="s", trainable=WARMUP_TRAINABLE, steps=2, lr=1e-3, batch_size=8, checkpoint_every=1)
     _train(zoo, tmp_path, stage)
     longer = StageConfig(name="s", trainable=WARMUP_TRAINABLE, steps=4, lr=1e-3, batch_size=8, optimizer="muon")
-    with pytest.raises(VPGTransError, match="step-00000002: checkpoint was trained with optimizer 'adamw', this stage uses 'muon'"):
+    with pytest.raises(
+        VPGTransError, match="step-00000002: checkpoint was trained with optimizer 'adamw', this stage uses 'muon'"
+    ):
         _train(zoo, tmp_path, longer)

@@ -48,10 +48,12 @@ def scenes(seed: int, n: int, config: WorldConfig = CONFIG) -> list[Scene]:
 
 
 def two_objects() -> Scene:
-    return Scene((
-        SceneObject("red", "square", "large", "left", 1, 12),
-        SceneObject("blue", "circle", "small", "right", 23, 13),
-    ))
+    return Scene(
+        (
+            SceneObject("red", "square", "large", "left", 1, 12),
+            SceneObject("blue", "circle", "small", "right", 23, 13),
+        )
+    )
 
 
 def test_same_seed_same_images_and_captions() -> None:
@@ -132,13 +134,16 @@ def test_hallucinated_objects_do_not_raise_the_score() -> None:
         assert score_caption(caption(scene) + " and " + caption(other), scene) < 1.0
 
 
-@pytest.mark.parametrize("text", [
-    "a small blue circle on the right and a large red square on the left",
-    "a red large square on the left, a blue small circle on the right.",
-    "A big red square in the middle left and a little blue circle on the right",
-    "on the left is a large red square and on the right a small blue circle",
-    "the large red square is on the left and the small blue circle is on the right",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a small blue circle on the right and a large red square on the left",
+        "a red large square on the left, a blue small circle on the right.",
+        "A big red square in the middle left and a little blue circle on the right",
+        "on the left is a large red square and on the right a small blue circle",
+        "the large red square is on the left and the small blue circle is on the right",
+    ],
+)
 def test_word_order_variations_parse(text: str) -> None:
     assert score_caption(text, two_objects()) == 1.0
 
@@ -173,10 +178,14 @@ def answer_from(scene: Scene, question: str) -> str:
         (r"how many (\w+) objects are there", lambda c: count(colour=c)),
         (r"how many (\w+) are there", lambda p: count(shape=plurals[p])),
         (r"is there a (\w+) (\w+)", lambda c, s: "yes" if count(colour=c, shape=s) != "zero" else "no"),
-        (r"is the (\w+) (\w+) left of the (\w+) (\w+)",
-         lambda c1, s1, c2, s2: "yes" if the(colour=c1, shape=s1).col < the(colour=c2, shape=s2).col else "no"),
-        (r"is the (\w+) (\w+) above the (\w+) (\w+)",
-         lambda c1, s1, c2, s2: "yes" if the(colour=c1, shape=s1).row < the(colour=c2, shape=s2).row else "no"),
+        (
+            r"is the (\w+) (\w+) left of the (\w+) (\w+)",
+            lambda c1, s1, c2, s2: "yes" if the(colour=c1, shape=s1).col < the(colour=c2, shape=s2).col else "no",
+        ),
+        (
+            r"is the (\w+) (\w+) above the (\w+) (\w+)",
+            lambda c1, s1, c2, s2: "yes" if the(colour=c1, shape=s1).row < the(colour=c2, shape=s2).row else "no",
+        ),
     ]
     for pattern, answer in patterns:
         if match := re.fullmatch(pattern + r"\?", question):
@@ -210,8 +219,10 @@ def test_write_dataset_jsonl_layout(tmp_path) -> None:
     for row, scene in zip(rows, loaded):
         assert row["caption"] == caption(scene)
         assert derive_scene(Image.open(tmp_path / row["image"])) == scene
-    by_image = {json.loads(l)["image"]: Scene.from_dict(json.loads(l)) for l in (tmp_path / "scenes.jsonl").open()}
-    qa = [json.loads(l) for l in (tmp_path / "qa.jsonl").open()]
+    by_image = {
+        json.loads(line)["image"]: Scene.from_dict(json.loads(line)) for line in (tmp_path / "scenes.jsonl").open()
+    }
+    qa = [json.loads(line) for line in (tmp_path / "qa.jsonl").open()]
     assert [q["question_id"] for q in qa] == list(range(len(qa)))
     for q in qa:
         assert answer_from(by_image[q["image"]], q["question"]) == q["answer"]

@@ -49,7 +49,8 @@ def test_language_models_are_good_and_the_larger_is_better():
 
 
 def test_language_models_have_untied_embeddings_as_the_recipe_says():
-    # A tied toy OPT never learns to read colour or shape from a soft prompt (docs/results.md#why-the-toy-lms-have-untied-embeddings).
+    # A tied toy OPT never learns to read colour or shape from a soft prompt
+    # (docs/results.md#why-the-toy-lms-have-untied-embeddings).
     for name in LMS:
         model = AutoModelForCausalLM.from_pretrained(ZOO / name, local_files_only=True)
         assert model.config.tie_word_embeddings is False, name

@@ -76,8 +76,11 @@ SCRIPT = resources_root() / "recipes" / "toy" / "build_zoo.py"
 
 
 def build(config: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), "--config", str(config), "--out", str(out), *flags],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--config", str(config), "--out", str(out), *flags],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_micro_zoo_rebuilds_bit_identically(tmp_path):
@@ -90,7 +93,9 @@ def test_micro_zoo_rebuilds_bit_identically(tmp_path):
         b = load_file(tmp_path / "b" / name / "model.safetensors")
         assert a.keys() == b.keys()
         assert all((a[k] == b[k]).all() for k in a), name
-        assert (tmp_path / "a" / name / "tokenizer.json").read_text() == (tmp_path / "b" / name / "tokenizer.json").read_text()
+        assert (tmp_path / "a" / name / "tokenizer.json").read_text() == (
+            tmp_path / "b" / name / "tokenizer.json"
+        ).read_text()
     for name, tied in (("toy-opt-s", True), ("toy-llama", False)):  # as each LM's `tie_embeddings` says
         assert json.loads((tmp_path / "a" / name / "config.json").read_text())["tie_word_embeddings"] is tied, name
     report = json.loads((tmp_path / "a" / "zoo.json").read_text())["models"]
@@ -110,7 +115,10 @@ def test_reuse_lms_keeps_the_language_models_and_rebuilds_the_vpg(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "toy-opt-s: reused" in done.stdout
     assert (tmp_path / "zoo" / "toy-opt-s" / "model.safetensors").stat().st_mtime_ns == lm_before
-    assert json.loads((tmp_path / "zoo" / "zoo.json").read_text())["models"]["toy-opt-s"]["marker"] == "from the first build"
+    assert (
+        json.loads((tmp_path / "zoo" / "zoo.json").read_text())["models"]["toy-opt-s"]["marker"]
+        == "from the first build"
+    )
     assert (tmp_path / "zoo" / "toy-blip2-opt-s" / "model.safetensors").exists()
 
 

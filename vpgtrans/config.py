@@ -17,8 +17,16 @@ from typing import Any
 from .errors import VPGTransError
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
-           minimum: float | None = None, positional: bool = False, flag: str | None = None, **kwargs: Any) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    choices: tuple | None = None,
+    minimum: float | None = None,
+    positional: bool = False,
+    flag: str | None = None,
+    **kwargs: Any,
+) -> Any:
     """A config field: its default, a help line, allowed values (`choices`, `minimum`), and how the
     CLI shows it (`positional`, or `flag`: a name other than the field's)."""
     metadata = {"help": help, "choices": choices, "minimum": minimum, "positional": positional, "flag": flag}
@@ -85,7 +93,9 @@ def validate(config: Any, where: str = "config") -> None:
     """Check every field of a dataclass instance against its type, choices and minimum."""
     for f in dataclasses.fields(config):
         if not dataclasses.is_dataclass(getattr(config, f.name)):
-            object.__setattr__(config, f.name, check_value(type(config), f.name, getattr(config, f.name), where))  # frozen too
+            object.__setattr__(
+                config, f.name, check_value(type(config), f.name, getattr(config, f.name), where)
+            )  # frozen too
 
 
 def from_mapping(cls: type, values: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -93,6 +103,7 @@ def from_mapping(cls: type, values: Mapping[str, Any], where: str) -> dict[str, 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise VPGTransError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
-                            f"known keys: {', '.join(sorted(names))}")
+        raise VPGTransError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(sorted(names))}"
+        )
     return {k: check_value(cls, k, v, where) for k, v in values.items()}

@@ -35,10 +35,13 @@ class TransferConfig:
     data: str = option(help="image-caption JSONL or imagefolder")
     out: str = option(help="run folder")
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    converter: str = option("ridge", "converter fit: closed-form ridge, or the paper's cosine/SGD recipe",
-                            choices=CONVERTER_METHODS)
-    prompt_scale: bool = option(False, "rescale the fused projector to the source's soft-prompt / word-embedding "
-                                "ratio (docs/results.md#prompt-scale)")
+    converter: str = option(
+        "ridge", "converter fit: closed-form ridge, or the paper's cosine/SGD recipe", choices=CONVERTER_METHODS
+    )
+    prompt_scale: bool = option(
+        False,
+        "rescale the fused projector to the source's soft-prompt / word-embedding ratio (docs/results.md#prompt-scale)",
+    )
     skip_bad_samples: bool = option(False, "skip and count unreadable records instead of failing")
     eval: str | None = option(None, "held-out miniature-world folder to score the result and the source on")
     eval_limit: int | None = option(None, "score at most this many captions and questions", minimum=1)
@@ -55,7 +58,11 @@ def save_model(model: Blip2ForConditionalGeneration, processor: Blip2Processor, 
 
 
 def initialise(
-    src: str, dst: str, converter: WordConverter | None, precision: str = "fp32", seed: int = 0,
+    src: str,
+    dst: str,
+    converter: WordConverter | None,
+    precision: str = "fp32",
+    seed: int = 0,
     prompt_scale_records: list[CaptionRecord] | None = None,
 ) -> tuple[Blip2ForConditionalGeneration, Blip2Processor, GraftReport]:
     """Load source BLIP-2 and destination LLM, graft them with the fused projector (sized to
@@ -65,7 +72,9 @@ def initialise(
     lm, tokenizer = load_causal_lm(dst, dtype)
     model, processor, report = graft(source, source_processor, lm, tokenizer, converter, seed)
     if prompt_scale_records:
-        report.prompt_scale = match_prompt_scale(model, processor, source, source_processor.tokenizer, prompt_scale_records)
+        report.prompt_scale = match_prompt_scale(
+            model, processor, source, source_processor.tokenizer, prompt_scale_records
+        )
     return set_precision(model, precision), processor, report
 
 
@@ -88,10 +97,19 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
             config.src, config.dst, data.captions(), ConverterFitConfig(method=config.converter, seed=training.seed)
         )
         converter.save(converter_path)
-    model, processor, graft_report = initialise(config.src, config.dst, converter, training.precision, training.seed,
-                                                data.records if config.prompt_scale else None)
-    run.save(converter=asdict(converter.report) if converter.report else None, graft=asdict(graft_report),
-             data={"path": str(data.path), "samples": len(data.records), "skipped": data.skipped})
+    model, processor, graft_report = initialise(
+        config.src,
+        config.dst,
+        converter,
+        training.precision,
+        training.seed,
+        data.records if config.prompt_scale else None,
+    )
+    run.save(
+        converter=asdict(converter.report) if converter.report else None,
+        graft=asdict(graft_report),
+        data={"path": str(data.path), "samples": len(data.records), "skipped": data.skipped},
+    )
 
     for spec in (WARMUP, FINETUNE):
         run_stage(model, processor, data, spec, training, run, accelerator)

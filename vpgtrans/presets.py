@@ -19,6 +19,7 @@ from .errors import VPGTransError
 
 MODEL_KINDS = ("blip2", "causal-lm")
 
+
 def resources_root() -> Path:
     """The folder holding `recipes/` and `checkpoints/`: VPGTRANS_HOME if set, else the copy
     installed with the package, else the source checkout this package lies in."""
@@ -65,8 +66,10 @@ def read_tables(table: str) -> dict[str, tuple[dict, str]]:
 
 def model_presets() -> dict[str, ModelPreset]:
     """Every `[models.NAME]` declared in `recipes/*.toml`."""
-    return {name: ModelPreset(name=name, **from_mapping(ModelPreset, body, where))
-            for name, (body, where) in read_tables("models").items()}
+    return {
+        name: ModelPreset(name=name, **from_mapping(ModelPreset, body, where))
+        for name, (body, where) in read_tables("models").items()
+    }
 
 
 def looks_like_preset(ref: str) -> bool:

@@ -50,8 +50,10 @@ def parse_recipe(name: str, body: dict[str, Any], where: str) -> Recipe:
     training_keys = {f.name for f in dataclasses.fields(TrainingConfig)}
     unknown = sorted(set(body) - own - training_keys)
     if unknown:
-        raise VPGTransError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; a recipe takes "
-                            f"{', '.join(sorted(own))} and the training settings {', '.join(sorted(training_keys))}")
+        raise VPGTransError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; a recipe takes "
+            f"{', '.join(sorted(own))} and the training settings {', '.join(sorted(training_keys))}"
+        )
     values = from_mapping(Recipe, {k: v for k, v in body.items() if k in own}, where)
     training = from_mapping(TrainingConfig, {k: v for k, v in body.items() if k in training_keys}, where)
     return Recipe(name=name, **values, training=training)
@@ -67,6 +69,3 @@ def get_recipe(name: str) -> Recipe:
     if name not in recipes:
         raise VPGTransError(f"unknown transfer recipe {name!r}; known recipes: {', '.join(sorted(recipes))}")
     return recipes[name]
-
-
-

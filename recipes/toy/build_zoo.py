@@ -35,13 +35,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Blip2VisionModel
 
 from vpgtrans import world
-from vpgtrans.world import tiny
-from vpgtrans.training.data import CaptionDataset, load_caption_data
 from vpgtrans.evaluation.evaluate import load_world, world_scores
 from vpgtrans.pipeline import save_model
+from vpgtrans.training.data import CaptionDataset, load_caption_data
 from vpgtrans.training.run import collator_for
 from vpgtrans.training.stages import FINETUNE, TrainingConfig
 from vpgtrans.training.trainer import StageConfig, make_accelerator, train_stage
+from vpgtrans.world import tiny
 
 HERE = Path(__file__).resolve().parent
 
@@ -57,7 +57,9 @@ def lm_batches(tokenizer, texts: list[str], max_tokens: int) -> torch.Tensor:
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """The zoo's one schedule: a 100-step linear ramp times a cosine decay over all steps."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
 
 
 def lm_loss(model, ids: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -133,8 +135,15 @@ def cell_attribute_data(n: int, wcfg: world.WorldConfig, processor, seed: int) -
     return pixels, targets
 
 
-def fit_cell_attributes(logits, modules: list[torch.nn.Module], extra: list[torch.Tensor], inputs: torch.Tensor,
-                        targets: torch.Tensor, cfg: dict, seed: int) -> float:
+def fit_cell_attributes(
+    logits,
+    modules: list[torch.nn.Module],
+    extra: list[torch.Tensor],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: dict,
+    seed: int,
+) -> float:
     """Train `modules` (+ `extra` tensors) so that `logits(inputs)` names every grid cell's colour,
     shape and size (AdamW, linear warm-up, cosine decay); returns held-out accuracy over the
     attributes of real objects (the last 500 rows)."""
@@ -148,7 +157,10 @@ def fit_cell_attributes(logits, modules: list[torch.nn.Module], extra: list[torc
     for _ in range(cfg["steps"]):
         rows = torch.randint(len(train_x), (cfg["batch_size"],), generator=generator)
         outputs = logits(train_x[rows])
-        loss = sum(torch.nn.functional.cross_entropy(o.flatten(0, 1), train_t[rows, :, i].flatten()) for i, o in enumerate(outputs))
+        loss = sum(
+            torch.nn.functional.cross_entropy(o.flatten(0, 1), train_t[rows, :, i].flatten())
+            for i, o in enumerate(outputs)
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -166,11 +178,18 @@ def attribute_classes(wcfg: world.WorldConfig) -> list[int]:
     return [len(wcfg.colours) + 1, len(wcfg.shapes) + 1, len(world.SIZES) + 1]
 
 
-def pretrain_vit(cfg: dict, image_size: int, wcfg: world.WorldConfig, processor, seed: int) -> tuple[Blip2VisionModel, float]:
+def pretrain_vit(
+    cfg: dict, image_size: int, wcfg: world.WorldConfig, processor, seed: int
+) -> tuple[Blip2VisionModel, float]:
     """Attribute classification per grid cell from the patch tokens inside it, by fixed
     pooling: features that describe each patch but need not say where it is. Then frozen."""
-    size = tiny.VPGSize(image_size=image_size, patch_size=cfg["patch_size"], vision_hidden=cfg["hidden_size"],
-                        vision_layers=cfg["num_layers"], num_heads=cfg["num_heads"])
+    size = tiny.VPGSize(
+        image_size=image_size,
+        patch_size=cfg["patch_size"],
+        vision_hidden=cfg["hidden_size"],
+        vision_layers=cfg["num_layers"],
+        num_heads=cfg["num_heads"],
+    )
     vision_config = tiny.vision_config(size)
     torch.manual_seed(seed)
     vit = Blip2VisionModel(vision_config)
@@ -199,7 +218,9 @@ def pretrain_qformer(blip2, cfg: dict, wcfg: world.WorldConfig, processor, seed:
     classes = attribute_classes(wcfg)
     cells = len(world.POSITIONS)
     torch.manual_seed(seed)
-    head = torch.nn.Linear(blip2.config.num_query_tokens * blip2.config.qformer_config.hidden_size, cells * sum(classes))
+    head = torch.nn.Linear(
+        blip2.config.num_query_tokens * blip2.config.qformer_config.hidden_size, cells * sum(classes)
+    )
 
     def logits(feats):
         queries = blip2.query_tokens.expand(len(feats), -1, -1)
@@ -213,9 +234,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(HERE / "zoo.toml"))
     parser.add_argument("--out", default=str(HERE.parents[1] / "checkpoints"))
-    parser.add_argument("--reuse-lms", action="store_true",
-                        help="keep the toy LLMs already in OUT (and their zoo.json entries) instead of pretraining "
-                             "them again: for recipe changes that touch only the VPG")
+    parser.add_argument(
+        "--reuse-lms",
+        action="store_true",
+        help="keep the toy LLMs already in OUT (and their zoo.json entries) instead of pretraining "
+        "them again: for recipe changes that touch only the VPG",
+    )
     args = parser.parse_args()
     cfg = tomllib.loads(Path(args.config).read_text())
     out = Path(args.out)
@@ -256,9 +280,13 @@ def main() -> None:
         ppl = perplexity(model, tokenizer, heldout_texts, pre["max_tokens"])
         model.eval().save_pretrained(out / name)
         tokenizer.save_pretrained(out / name)
-        report["models"][name] = {"kind": "causal-lm", "heldout_perplexity": ppl, "final_train_loss": losses[-1],
-                                  "parameters": sum(p.numel() for p in model.parameters()),
-                                  "seconds": time.perf_counter() - started}
+        report["models"][name] = {
+            "kind": "causal-lm",
+            "heldout_perplexity": ppl,
+            "final_train_loss": losses[-1],
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "seconds": time.perf_counter() - started,
+        }
         print(f"{name}: held-out perplexity {ppl:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
     # 3. vision encoder
@@ -274,13 +302,21 @@ def main() -> None:
     lm = AutoModelForCausalLM.from_pretrained(out / spec["lm"])
     lm.config._name_or_path = spec["lm"]  # the zoo name, not this build's folder
     tokenizer = AutoTokenizer.from_pretrained(out / spec["lm"])
-    vsize = tiny.VPGSize(image_size=image_size, patch_size=cfg["vision"]["patch_size"],
-                         vision_hidden=cfg["vision"]["hidden_size"], vision_layers=cfg["vision"]["num_layers"],
-                         qformer_hidden=spec["qformer_hidden"], qformer_layers=spec["qformer_layers"],
-                         num_heads=spec["num_heads"], num_query_tokens=spec["num_query_tokens"])
+    vsize = tiny.VPGSize(
+        image_size=image_size,
+        patch_size=cfg["vision"]["patch_size"],
+        vision_hidden=cfg["vision"]["hidden_size"],
+        vision_layers=cfg["vision"]["num_layers"],
+        qformer_hidden=spec["qformer_hidden"],
+        qformer_layers=spec["qformer_layers"],
+        num_heads=spec["num_heads"],
+        num_query_tokens=spec["num_query_tokens"],
+    )
     blip2, blip2_processor = tiny.blip2_with_language_model(lm, tokenizer, vsize, seed)
     blip2.vision_model.load_state_dict(vit.state_dict())
-    qformer_accuracy = pretrain_qformer(blip2, cfg["qformer_pretraining"], wcfg, blip2_processor.image_processor, seed + 3)
+    qformer_accuracy = pretrain_qformer(
+        blip2, cfg["qformer_pretraining"], wcfg, blip2_processor.image_processor, seed + 3
+    )
     report["models"]["qformer"] = {"attribute_accuracy": qformer_accuracy, "seconds": time.perf_counter() - started}
     print(f"Q-Former attribute accuracy {qformer_accuracy:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
     started = time.perf_counter()
@@ -289,20 +325,42 @@ def main() -> None:
         heldout = Path(tmp) / "heldout"
         world.write_dataset(heldout, cfg["evaluation"]["heldout_images"], cfg["evaluation"]["seed"], wcfg)
         data = load_caption_data(train_file)
-        stage = StageConfig(name="source", trainable=FINETUNE.trainable, steps=spec["steps"], lr=spec["lr"],
-                            schedule="cosine", min_lr_ratio=0.1, batch_size=spec["batch_size"], seed=seed,
-                            checkpoint_every=spec["steps"], dropout_in=("qformer",))
-        result = train_stage(make_accelerator(), blip2, CaptionDataset(data.records),
-                             collator_for(blip2_processor, blip2, TrainingConfig()), stage, Path(tmp) / "ckpt")
+        stage = StageConfig(
+            name="source",
+            trainable=FINETUNE.trainable,
+            steps=spec["steps"],
+            lr=spec["lr"],
+            schedule="cosine",
+            min_lr_ratio=0.1,
+            batch_size=spec["batch_size"],
+            seed=seed,
+            checkpoint_every=spec["steps"],
+            dropout_in=("qformer",),
+        )
+        result = train_stage(
+            make_accelerator(),
+            blip2,
+            CaptionDataset(data.records),
+            collator_for(blip2_processor, blip2, TrainingConfig()),
+            stage,
+            Path(tmp) / "ckpt",
+        )
         blip2.eval()
         scores = world_scores(blip2, blip2_processor, load_world(str(heldout)))
     save_model(blip2, blip2_processor, out / "toy-blip2-opt-s")
     report["models"]["toy-blip2-opt-s"] = {
-        "kind": "blip2", "caption_attribute_accuracy": scores["caption"], "caption_cider": scores["cider"],
-        "vqa_accuracy": scores["vqa"], "final_train_loss": result.losses[-1], "seconds": time.perf_counter() - started,
+        "kind": "blip2",
+        "caption_attribute_accuracy": scores["caption"],
+        "caption_cider": scores["cider"],
+        "vqa_accuracy": scores["vqa"],
+        "final_train_loss": result.losses[-1],
+        "seconds": time.perf_counter() - started,
     }
-    print(f"toy-blip2-opt-s: caption accuracy {scores['caption']:.1f}%, VQA {scores['vqa']:.1f}% "
-          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    print(
+        f"toy-blip2-opt-s: caption accuracy {scores['caption']:.1f}%, VQA {scores['vqa']:.1f}% "
+        f"({time.perf_counter() - started:.0f} s)",
+        flush=True,
+    )
     report["total_seconds"] = time.perf_counter() - clock
     (out / "zoo.json").write_text(json.dumps(report, indent=2))
 

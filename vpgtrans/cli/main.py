@@ -26,7 +26,9 @@ from .options import add_flags, given, layered
 # Training fields each command uses: compare sets the seed per arm, checkpoints nothing and
 # replaces the fine-tuning length by its budget; a single stage takes only its own stage's fields.
 TRAINING_FIELDS = [f.name for f in fields(TrainingConfig)]
-COMPARE_TRAINING = [n for n in TRAINING_FIELDS if n not in ("seed", "checkpoint_every", "stage2_steps", "stage2_epochs")]
+COMPARE_TRAINING = [
+    n for n in TRAINING_FIELDS if n not in ("seed", "checkpoint_every", "stage2_steps", "stage2_epochs")
+]
 STAGE_TRAINING = {
     "warmup": [n for n in TRAINING_FIELDS if not n.startswith("stage2_")],
     "finetune": [n for n in TRAINING_FIELDS if not n.startswith("stage1_") and n != "warmup_lr_mult"],
@@ -65,8 +67,9 @@ class WorldArgs:
     n: int = option(1000, "number of scenes", minimum=1)
     seed: int = option(0, "scene seed", minimum=0)
     image_size: int = option(32, "image side in pixels", minimum=8)
-    layout: str = option("jsonl", "captions.jsonl, or a datasets imagefolder (metadata.jsonl)",
-                         choices=("jsonl", "imagefolder"))
+    layout: str = option(
+        "jsonl", "captions.jsonl, or a datasets imagefolder (metadata.jsonl)", choices=("jsonl", "imagefolder")
+    )
 
 
 @dataclass
@@ -79,15 +82,17 @@ class CaptionArgs:
 class ScoreArgs:
     task: str = option(help="benchmark task", choices=TASK_NAMES)
     predictions: str = option(help='JSONL: {"image_id", "caption"} or {"question_id", "answer"}')
-    annotations: str = option(help="dataset_coco.json, NoCaps JSON, VQA annotations, GQA questions or a "
-                              "miniature-world folder")
+    annotations: str = option(
+        help="dataset_coco.json, NoCaps JSON, VQA annotations, GQA questions or a miniature-world folder"
+    )
     split: str = option("test", "Karpathy split for coco-caption")
 
 
 @dataclass
 class ReportArgs:
-    folders: tuple[str, ...] = option(help="transfer run folders (run.json) and/or compare folders (results.json)",
-                                      positional=True)
+    folders: tuple[str, ...] = option(
+        help="transfer run folders (run.json) and/or compare folders (results.json)", positional=True
+    )
     out: str = option(help="report folder")
 
 
@@ -101,6 +106,7 @@ class EstimateArgs:
 
 
 # --------------------------------------------------------------------------- recipes
+
 
 def _world_folder(parent: Path, images: int, seed: int) -> Path:
     """A miniature-world data folder, generated once (atomically) and reused."""
@@ -123,34 +129,38 @@ def _recipe(args: argparse.Namespace):
     return Recipe(name="")
 
 
-def _recipe_data(recipe, out: Path) -> dict[str, str]:
-    """DATA and the held-out folder a recipe declares: its paths, or generated world sets."""
+def _recipe_data(recipe, out: Path, flags: dict) -> dict[str, str]:
+    """DATA and the held-out folder a recipe declares, unless flags give them: its paths, or
+    world sets generated beside OUT."""
     values = {"data": recipe.data}
-    if recipe.data is None and recipe.world_images:
+    if "data" not in flags and recipe.data is None and recipe.world_images:
         values["data"] = str(_world_folder(out.parent, recipe.world_images, recipe.world_seed) / "captions.jsonl")
-    if recipe.eval_images:
+    if "eval" not in flags and recipe.eval_images:
         values["eval"] = str(_world_folder(out.parent, recipe.eval_images, recipe.eval_seed))
     return values
 
 
 def _recipe_config(cls: type, args: argparse.Namespace, default_out: str, training_fields: list[str], **extra):
-    """`cls` (TransferConfig or CompareConfig) from the flags over the recipe over the defaults."""
+    """`cls` (TransferConfig or CompareConfig) from the flags over the recipe over the defaults;
+    every flag is checked before a recipe's world data is generated."""
     recipe = _recipe(args)
     flags = given(cls, args)
+    training = recipe.training_config({k: v for k, v in given(TrainingConfig, args).items() if k in training_fields})
     src, dst = flags.get("src", recipe.src), flags.get("dst", recipe.dst)
     if not (src and dst):
         raise VPGTransError("--src and --dst are required (or a recipe that names them)")
-    out = Path(flags.get("out") or default_out.format(src=src, dst=dst).replace("/", "_"))
-    recipe_values = {**{f.name: getattr(recipe, f.name, None) for f in fields(cls) if f.name != "training"},
-                     **_recipe_data(recipe, out)}
-    training = {k: v for k, v in given(TrainingConfig, args).items() if k in training_fields}
-    values = layered(cls, recipe_values, flags, {"src": src, "dst": dst, "out": str(out)})
+    out = Path(flags.get("out") or default_out.format(src=src.replace("/", "_"), dst=dst.replace("/", "_")))
+    recipe_values = {f.name: getattr(recipe, f.name, None) for f in fields(cls) if f.name != "training"}
+    values = layered(
+        cls, recipe_values, _recipe_data(recipe, out, flags), flags, {"src": src, "dst": dst, "out": str(out)}
+    )
     if "data" not in values:
         raise VPGTransError("--data is required (or a recipe that declares data)")
-    return cls(**values, training=recipe.training_config(training), **extra)
+    return cls(**values, training=training, **extra)
 
 
 # --------------------------------------------------------------------------- commands
+
 
 def cmd_transfer(args: argparse.Namespace) -> None:
     from accelerate import PartialState
@@ -188,7 +198,9 @@ def _benchmark(tokens: list[str]) -> Benchmark:
     for item in options:
         key, sep, value = item.partition("=")
         if not sep or key not in BENCHMARK_OPTIONS or key in values:
-            problem = "given twice" if key in values else "is not KEY=VALUE with KEY one of " + ", ".join(BENCHMARK_OPTIONS)
+            problem = (
+                "given twice" if key in values else "is not KEY=VALUE with KEY one of " + ", ".join(BENCHMARK_OPTIONS)
+            )
             raise VPGTransError(f"{given_text}: {item!r} {problem} (expected {BENCHMARK_USAGE})")
         values[key] = value
     if "limit" in values:
@@ -208,8 +220,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
     control = RunControl(**given(RunControl, args))
     results = run_compare(config, resume=control.resume, overwrite=control.overwrite)
     for metric, units in results["speedup"].items():
-        print(f"speed-up on {metric}: {format_speedup(units['epoch'])} (epochs), "
-              f"{format_speedup(units['seconds'])} (seconds)")
+        print(
+            f"speed-up on {metric}: {format_speedup(units['epoch'])} (epochs), "
+            f"{format_speedup(units['seconds'])} (seconds)"
+        )
     note = sweep_edge_note(results["tfs_lr_sweep"])
     if note:
         print(f"warning: {note}")
@@ -315,37 +329,70 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     runs = {}
     for name, samples in (("vpgtrans", int(a.samples)), ("scratch", int(a.scratch_samples))):
         try:
-            est = estimate(src, dst, pricing.gpu, samples, pricing.mfu, text_tokens=a.text_tokens,
-                           price_per_hour=pricing.price_per_hour)
+            est = estimate(
+                src,
+                dst,
+                pricing.gpu,
+                samples,
+                pricing.mfu,
+                text_tokens=a.text_tokens,
+                price_per_hour=pricing.price_per_hour,
+            )
         except (KeyError, ValueError) as exc:
             raise VPGTransError(f"cannot estimate {a.src} -> {a.dst}: {exc}") from exc
-        runs[name] = {"samples": samples, "flops": {**asdict(est.flops), "total": est.flops.total},
-                      "gpu_hours": est.gpu_hours, "dollars": est.dollars}
+        runs[name] = {
+            "samples": samples,
+            "flops": {**asdict(est.flops), "total": est.flops.total},
+            "gpu_hours": est.gpu_hours,
+            "dollars": est.dollars,
+        }
     print(f"{est.gpu.name}, MFU {pricing.mfu:g}, ${est.dollars / est.gpu_hours:.2f}/GPU-hour")
     print(f"{'run':<10} {'samples':>12} {'PFLOPs':>12} {'GPU-hours':>10} {'dollars':>10}")
     for name, run in runs.items():
-        print(f"{name:<10} {run['samples']:>12,} {run['flops']['total'] / 1e15:>12,.0f} {run['gpu_hours']:>10.1f} "
-              f"{run['dollars']:>10,.0f}")
-    print(json.dumps({"src": a.src, "dst": a.dst, "gpu": pricing.gpu, "mfu": pricing.mfu, **runs,
-                      "speedup": runs["scratch"]["gpu_hours"] / runs["vpgtrans"]["gpu_hours"]}, indent=2))
+        print(
+            f"{name:<10} {run['samples']:>12,} {run['flops']['total'] / 1e15:>12,.0f} {run['gpu_hours']:>10.1f} "
+            f"{run['dollars']:>10,.0f}"
+        )
+    print(
+        json.dumps(
+            {
+                "src": a.src,
+                "dst": a.dst,
+                "gpu": pricing.gpu,
+                "mfu": pricing.mfu,
+                **runs,
+                "speedup": runs["scratch"]["gpu_hours"] / runs["vpgtrans"]["gpu_hours"],
+            },
+            indent=2,
+        )
+    )
 
 
 # --------------------------------------------------------------------------- parser
 
+
 def _recipe_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", help="named transfer from recipes/transfers.toml (default: 'default' when "
-                        "--src/--dst/--data are not all given)")
+    parser.add_argument(
+        "--recipe",
+        help="named transfer from recipes/transfers.toml (default: 'default' when "
+        "--src/--dst/--data are not all given)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from ..efficiency.runner import CompareConfig
     from ..pipeline import StageRunConfig, TransferConfig
 
-    parser = argparse.ArgumentParser(prog="vpgtrans", description="Transfer a BLIP-2 visual prompt generator to a new LLM.")
+    parser = argparse.ArgumentParser(
+        prog="vpgtrans", description="Transfer a BLIP-2 visual prompt generator to a new LLM."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("transfer", help="fit converter, graft, warm up, fine-tune: the whole VPGTrans transfer",
-                       description="With no arguments: the 'default' recipe (miniature world, toy-blip2-opt-s -> toy-llama).")
+    p = sub.add_parser(
+        "transfer",
+        help="fit converter, graft, warm up, fine-tune: the whole VPGTrans transfer",
+        description="With no arguments: the 'default' recipe (miniature world, toy-blip2-opt-s -> toy-llama).",
+    )
     _recipe_flag(p)
     add_flags(p, TransferConfig)
     add_flags(p.add_argument_group("training (defaults: the recipe's, else these)"), TrainingConfig)
@@ -355,11 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="VPGTrans vs training from scratch (and ablations): speed-up as in the paper")
     _recipe_flag(p)
     add_flags(p, CompareConfig)
-    p.add_argument("--benchmark", nargs="+", action="append", metavar="ARG",
-                   help=f"{BENCHMARK_USAGE}: score every arm on this benchmark too, or instead of --eval (the files "
-                   f"`vpgtrans eval` reads; TASK: {', '.join(TASK_NAMES)}); repeatable")
-    add_flags(p.add_argument_group("training (defaults: the recipe's, else these)"), TrainingConfig,
-              only=COMPARE_TRAINING)
+    p.add_argument(
+        "--benchmark",
+        nargs="+",
+        action="append",
+        metavar="ARG",
+        help=f"{BENCHMARK_USAGE}: score every arm on this benchmark too, or instead of --eval (the files "
+        f"`vpgtrans eval` reads; TASK: {', '.join(TASK_NAMES)}); repeatable",
+    )
+    add_flags(
+        p.add_argument_group("training (defaults: the recipe's, else these)"), TrainingConfig, only=COMPARE_TRAINING
+    )
     add_flags(p, RunControl)
     p.set_defaults(func=cmd_compare)
 
@@ -372,15 +425,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p, InitArgs, required=True)
     p.set_defaults(func=cmd_init)
 
-    for name, help_text in (("warmup", "stage 1: train the projector alone at warmup-lr-mult x LR"),
-                            ("finetune", "stage 2: train Q-Former, queries, ln_vision and projector")):
+    for name, help_text in (
+        ("warmup", "stage 1: train the projector alone at warmup-lr-mult x LR"),
+        ("finetune", "stage 2: train Q-Former, queries, ln_vision and projector"),
+    ):
         p = sub.add_parser(name, help=help_text)
         add_flags(p, StageRunConfig, required=True)
         add_flags(p.add_argument_group("training"), TrainingConfig, only=STAGE_TRAINING[name])
         add_flags(p, RunControl)
         p.set_defaults(func=cmd_stage)
 
-    p = sub.add_parser("world", help="write a miniature-world image-caption set (JSONL or imagefolder) with QA and scenes")
+    p = sub.add_parser(
+        "world", help="write a miniature-world image-caption set (JSONL or imagefolder) with QA and scenes"
+    )
     add_flags(p, WorldArgs, required=True)
     p.set_defaults(func=cmd_world)
 
@@ -389,8 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p, GenerationSettings, only=("num_beams", "max_new_tokens", "min_new_tokens"))
     p.set_defaults(func=cmd_caption)
 
-    p = sub.add_parser("eval", help="zero-shot evaluation on a benchmark: predictions.jsonl + metrics.json",
-                       description="Files per task: docs/evaluation.md.")
+    p = sub.add_parser(
+        "eval",
+        help="zero-shot evaluation on a benchmark: predictions.jsonl + metrics.json",
+        description="Files per task: docs/evaluation.md.",
+    )
     add_flags(p, EvalConfig, required=True)
     add_flags(p, Benchmark, required=True)
     p.set_defaults(func=cmd_eval)
@@ -399,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p, ScoreArgs, required=True)
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("report", help="cost report of transfer runs and comparisons: report.md + self-contained report.html")
+    p = sub.add_parser(
+        "report", help="cost report of transfer runs and comparisons: report.md + self-contained report.html"
+    )
     add_flags(p, ReportArgs, required=True)
     add_flags(p, Pricing)
     p.set_defaults(func=cmd_report)

@@ -26,8 +26,14 @@ def _default_text(field: dataclasses.Field) -> str:
     return f" (default: {value})"
 
 
-def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
-              only: Iterable[str] | None = None, exclude: Iterable[str] = (), required: bool = False) -> None:
+def add_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    *,
+    only: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+    required: bool = False,
+) -> None:
     """A flag per field of `cls` (`only` those named, none of `exclude`); nested dataclasses are
     skipped. With `required`, fields without a default are required flags."""
     hints = field_types(cls)
@@ -49,8 +55,9 @@ def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: ty
             parser.add_argument(flag_name(field), action="store_true", **common)
         elif typing.get_origin(kind) is tuple:
             choices = f" from: {', '.join(map(str, meta['choices']))}" if meta.get("choices") else ""
-            parser.add_argument(flag_name(field), metavar="A,B,...", **{**common, "help": f"comma list{choices}; "
-                                                                       + help_text})
+            parser.add_argument(
+                flag_name(field), metavar="A,B,...", **{**common, "help": f"comma list{choices}; " + help_text}
+            )
         else:
             parser.add_argument(flag_name(field), type=kind, choices=meta.get("choices"), **common)
 

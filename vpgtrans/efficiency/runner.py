@@ -23,8 +23,15 @@ from accelerate import PartialState
 from .. import __version__
 from ..config import option, validate
 from ..errors import VPGTransError
-from ..evaluation.evaluate import WORLD_METRICS, Benchmark, LoadedBenchmark, benchmark_scores, load_benchmark, \
-    load_world, world_scores
+from ..evaluation.evaluate import (
+    WORLD_METRICS,
+    Benchmark,
+    LoadedBenchmark,
+    benchmark_scores,
+    load_benchmark,
+    load_world,
+    world_scores,
+)
 from ..io.atomic import differing_keys, write_text_atomic
 from ..method.converter import CONVERTER_METHODS, ConverterFitConfig, WordConverter, fit_converter
 from ..method.graft import reinitialise_vpg
@@ -83,14 +90,16 @@ class CompareConfig:
     out: str = option("runs/compare", "output folder")
     arms: tuple[str, ...] = option(REFERENCE_ARMS, "comma list of arms", choices=tuple(ARMS))
     seeds: int = option(3, "seeds per arm", minimum=1)
-    budget_epochs: int | None = option(None, "epochs of DATA per arm, warm-up included (10 unless --budget-steps "
-                                       "is given)", minimum=1)
-    budget_steps: int | None = option(None, "optimizer steps per arm, warm-up included (instead of epochs)",
-                                      minimum=1)
-    evals_per_epoch: int = option(1, "evenly spaced evaluations per epoch (the end of the budget is always scored)",
-                                  minimum=1)
-    converter: str = option("ridge", "converter of the fused arms (the paper-converter arm always uses paper)",
-                            choices=CONVERTER_METHODS)
+    budget_epochs: int | None = option(
+        None, "epochs of DATA per arm, warm-up included (10 unless --budget-steps is given)", minimum=1
+    )
+    budget_steps: int | None = option(None, "optimizer steps per arm, warm-up included (instead of epochs)", minimum=1)
+    evals_per_epoch: int = option(
+        1, "evenly spaced evaluations per epoch (the end of the budget is always scored)", minimum=1
+    )
+    converter: str = option(
+        "ridge", "converter of the fused arms (the paper-converter arm always uses paper)", choices=CONVERTER_METHODS
+    )
     training: TrainingConfig = field(default_factory=TrainingConfig)
     tfs_lrs: tuple[float, ...] = option((), "comma list of learning rates swept for TFS on seed 0 (best is used)")
     eval_limit: int | None = option(100, "captions and questions of --eval scored per evaluation", minimum=1)
@@ -109,8 +118,9 @@ class CompareConfig:
         tasks = [b.task for b in self.benchmarks]
         twice = sorted({t for t in tasks if tasks.count(t) > 1})
         if twice:
-            raise VPGTransError(f"--benchmark {', '.join(twice)} given twice: each benchmark's score is the metric "
-                                "named by its task")
+            raise VPGTransError(
+                f"--benchmark {', '.join(twice)} given twice: each benchmark's score is the metric named by its task"
+            )
 
 
 @dataclass
@@ -148,8 +158,14 @@ def score_point(model, processor, inputs: CompareInputs) -> dict[str, float]:
 
 def arm_model(config: CompareConfig, arm: Arm, seed: int, converter: WordConverter | None, data: CaptionData):
     """The starting point of an arm: grafted model with fused or random projector, VPG inherited or fresh."""
-    model, processor, _ = initialise(config.src, config.dst, converter if arm.projector == "fused" else None,
-                                     config.training.precision, seed, data.records if arm.prompt_scale else None)
+    model, processor, _ = initialise(
+        config.src,
+        config.dst,
+        converter if arm.projector == "fused" else None,
+        config.training.precision,
+        seed,
+        data.records if arm.prompt_scale else None,
+    )
     if arm.vpg == "scratch":
         reinitialise_vpg(model, seed)
     return model, processor
@@ -162,16 +178,24 @@ def evaluation_steps(per_epoch: int, budget: int, evals_per_epoch: int) -> list[
     return sorted(points | {budget})  # k * per_epoch / evals_per_epoch <= budget, so no point passes it
 
 
-def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: WordConverter | None, workdir: Path,
-            inputs: CompareInputs) -> list[CurvePoint]:
+def run_arm(
+    config: CompareConfig,
+    arm: Arm,
+    seed: int,
+    lr: float,
+    converter: WordConverter | None,
+    workdir: Path,
+    inputs: CompareInputs,
+) -> list[CurvePoint]:
     """Train one arm for the budget, evaluating at `evaluation_steps` (and before training).
 
     Always from the start: an arm is resumed by its saved curve, never from a stage checkpoint
     left in `workdir` (by an arm interrupted before its curve was saved, or whose curve was
     deleted), since the evaluation points passed before that checkpoint cannot be recovered."""
     shutil.rmtree(workdir, ignore_errors=True)
-    training = replace(config.training, seed=seed, lr=lr, warmup_lr_mult=arm.warmup_lr_mult or 1.0,
-                       checkpoint_every=10**9)
+    training = replace(
+        config.training, seed=seed, lr=lr, warmup_lr_mult=arm.warmup_lr_mult or 1.0, checkpoint_every=10**9
+    )
     if arm.warmup_epochs is not None:
         training = replace(training, stage1_steps=None, stage1_epochs=arm.warmup_epochs)
     model, processor = arm_model(config, arm, seed, converter, inputs.data)
@@ -182,8 +206,10 @@ def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: Wo
     warmup = stage_config(WARMUP, training, len(dataset), accelerator.num_processes)
     warmup_steps = warmup.steps if arm.warmup_lr_mult is not None else 0
     if budget <= warmup_steps:
-        raise VPGTransError(f"a budget of {budget} optimizer steps leaves nothing after the warm-up of {warmup_steps} "
-                            f"(one epoch is {per_epoch} steps on {config.data}); raise the budget")
+        raise VPGTransError(
+            f"a budget of {budget} optimizer steps leaves nothing after the warm-up of {warmup_steps} "
+            f"(one epoch is {per_epoch} steps on {config.data}); raise the budget"
+        )
     scored = set(evaluation_steps(per_epoch, budget, config.evals_per_epoch))
     curve = [CurvePoint(0.0, 0, 0, 0.0, score_point(model, processor, inputs))]
 
@@ -191,17 +217,40 @@ def run_arm(config: CompareConfig, arm: Arm, seed: int, lr: float, converter: Wo
         steps = before.step + result.steps
         if steps in scored:
             flops = stage_flops(model.config, result, qformer_trained="qformer" in stage.trainable).total
-            curve.append(CurvePoint(steps / per_epoch, steps, before.samples + result.samples,
-                                    before.seconds + result.seconds, score_point(model, processor, inputs),
-                                    before.lm_tokens + result.lm_tokens, before.flops + flops,
-                                    max(before.peak_memory_bytes, result.peak_memory_bytes), device_name(result.device)))
+            curve.append(
+                CurvePoint(
+                    steps / per_epoch,
+                    steps,
+                    before.samples + result.samples,
+                    before.seconds + result.seconds,
+                    score_point(model, processor, inputs),
+                    before.lm_tokens + result.lm_tokens,
+                    before.flops + flops,
+                    max(before.peak_memory_bytes, result.peak_memory_bytes),
+                    device_name(result.device),
+                )
+            )
 
     if warmup_steps:
-        train_stage(accelerator, model, dataset, collate, warmup, workdir / "warmup",
-                    on_step=lambda r, b=curve[-1]: record(r, warmup, b))
+        train_stage(
+            accelerator,
+            model,
+            dataset,
+            collate,
+            warmup,
+            workdir / "warmup",
+            on_step=lambda r, b=curve[-1]: record(r, warmup, b),
+        )
     stage = replace(stage_config(FINETUNE, training, len(dataset)), steps=budget - warmup_steps)
-    train_stage(accelerator, model, dataset, collate, stage, workdir / "finetune",
-                on_step=lambda r, s=stage, b=curve[-1]: record(r, s, b))
+    train_stage(
+        accelerator,
+        model,
+        dataset,
+        collate,
+        stage,
+        workdir / "finetune",
+        on_step=lambda r, s=stage, b=curve[-1]: record(r, s, b),
+    )
     return curve
 
 
@@ -222,8 +271,9 @@ def curve_settings(config: CompareConfig) -> dict:
     return {**settings, "vpgtrans": __version__}
 
 
-def _load_or_run(config: CompareConfig, name: str, seed: int, lr: float, converters: dict,
-                 inputs: CompareInputs) -> list[CurvePoint]:
+def _load_or_run(
+    config: CompareConfig, name: str, seed: int, lr: float, converters: dict, inputs: CompareInputs
+) -> list[CurvePoint]:
     """Each finished arm is saved at once, so an interrupted compare resumes arm by arm."""
     out = Path(config.out)
     path = _curve_path(out, name, seed, lr)
@@ -233,14 +283,17 @@ def _load_or_run(config: CompareConfig, name: str, seed: int, lr: float, convert
         previous = saved.get("settings", {}) if isinstance(saved, dict) else {}
         if previous != settings:
             changed = differing_keys(previous, settings)
-            raise VPGTransError(f"{path}: saved by a compare with other settings (differs in {', '.join(changed)}); "
-                                "pass --overwrite to start afresh or choose another --out")
+            raise VPGTransError(
+                f"{path}: saved by a compare with other settings (differs in {', '.join(changed)}); "
+                "pass --overwrite to start afresh or choose another --out"
+            )
         return [CurvePoint(**p) for p in saved["points"]]
     arm = ARMS[name]
     method = arm.converter or config.converter
     if arm.projector == "fused" and method not in converters:
-        converters[method] = fit_converter(config.src, config.dst, inputs.data.captions(),
-                                           ConverterFitConfig(method=method))
+        converters[method] = fit_converter(
+            config.src, config.dst, inputs.data.captions(), ConverterFitConfig(method=method)
+        )
     converter = converters[method] if arm.projector == "fused" else None
     curve = run_arm(config, arm, seed, lr, converter, out / "work" / f"{name}-{seed}-{lr:g}", inputs)
     write_text_atomic(path, json.dumps({"settings": settings, "points": [asdict(p) for p in curve]}))
@@ -258,8 +311,10 @@ def run_compare(config: CompareConfig, resume: bool = False, overwrite: bool = F
     if overwrite:
         shutil.rmtree(out, ignore_errors=True)
     elif (out / "curves").is_dir() and any((out / "curves").iterdir()) and not resume:
-        raise VPGTransError(f"{out / 'curves'}: OUT already holds a compare; pass --resume to continue it "
-                            "(arms already finished are reused) or --overwrite to start afresh")
+        raise VPGTransError(
+            f"{out / 'curves'}: OUT already holds a compare; pass --resume to continue it "
+            "(arms already finished are reused) or --overwrite to start afresh"
+        )
     converters: dict = {}
     sweep = {}
     tfs_lr = config.training.lr
@@ -279,17 +334,24 @@ def run_compare(config: CompareConfig, resume: bool = False, overwrite: bool = F
         "tfs_lr": tfs_lr,
         "speedup": {
             metric: {
-                unit: summarise([speedup(curves["tfs"][s], curves["vpgtrans"][s], metric, unit) for s in range(config.seeds)])
+                unit: summarise(
+                    [speedup(curves["tfs"][s], curves["vpgtrans"][s], metric, unit) for s in range(config.seeds)]
+                )
                 for unit in ("epoch", "samples", "seconds")
             }
             for metric in metrics
         },
         "speedup_by_arm": {  # every other arm against TFS, the same way (ablations, our own ideas)
-            name: {metric: summarise([speedup(curves["tfs"][s], curves[name][s], metric) for s in range(config.seeds)])
-                   for metric in metrics}
-            for name in config.arms if name != "tfs"
+            name: {
+                metric: summarise([speedup(curves["tfs"][s], curves[name][s], metric) for s in range(config.seeds)])
+                for metric in metrics
+            }
+            for name in config.arms
+            if name != "tfs"
         },
-        "curves": {name: {str(s): [asdict(p) for p in c] for s, c in per_seed.items()} for name, per_seed in curves.items()},
+        "curves": {
+            name: {str(s): [asdict(p) for p in c] for s, c in per_seed.items()} for name, per_seed in curves.items()
+        },
         "orderings": orderings(curves, warmup_end, metrics),
     }
     write_text_atomic(out / "results.json", json.dumps(results, indent=2))

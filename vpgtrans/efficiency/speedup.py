@@ -30,8 +30,10 @@ class CurvePoint:
 
 def results_curves(results: dict) -> dict[str, dict[str, list[CurvePoint]]]:
     """The curves of a results.json (as written by `run_compare`), per arm and seed."""
-    return {arm: {seed: [CurvePoint(**p) for p in c] for seed, c in per_seed.items()}
-            for arm, per_seed in results["curves"].items()}
+    return {
+        arm: {seed: [CurvePoint(**p) for p in c] for seed, c in per_seed.items()}
+        for arm, per_seed in results["curves"].items()
+    }
 
 
 def tfs_best(tfs: list[CurvePoint], metric: str) -> CurvePoint:
@@ -39,7 +41,9 @@ def tfs_best(tfs: list[CurvePoint], metric: str) -> CurvePoint:
     return max(tfs[1:], key=lambda p: p.scores[metric])
 
 
-def speedup_points(tfs: list[CurvePoint], transfer: list[CurvePoint], metric: str) -> tuple[CurvePoint, CurvePoint | None]:
+def speedup_points(
+    tfs: list[CurvePoint], transfer: list[CurvePoint], metric: str
+) -> tuple[CurvePoint, CurvePoint | None]:
     """(e_TFS: the first point where TFS reaches its best, e_VT: the first transfer point
     beating that score, or None; a tie is not a win, as the paper says "beats")."""
     best = tfs_best(tfs, metric)
@@ -56,8 +60,11 @@ def late_peak_note(tfs_curves: list[list[CurvePoint]], metric: str) -> str | Non
     late = sum(budget - tfs_best(c, metric).epoch <= LATE_PEAK_SHARE * budget for c in tfs_curves)
     if not late:
         return None
-    return (f"TFS reached its best {metric} score in the last {LATE_PEAK_SHARE:.0%} of its {budget:g}-epoch budget on {late} of "
-            f"{len(tfs_curves)} seed(s): it may still be improving, and a longer budget can change the speed-up")
+    return (
+        f"TFS reached its best {metric} score in the last {LATE_PEAK_SHARE:.0%} of its {budget:g}-epoch budget "
+        f"on {late} of "
+        f"{len(tfs_curves)} seed(s): it may still be improving, and a longer budget can change the speed-up"
+    )
 
 
 def sweep_edge_note(sweep: dict[str, float]) -> str | None:
@@ -70,8 +77,10 @@ def sweep_edge_note(sweep: dict[str, float]) -> str | None:
     if chosen not in (lrs[0], lrs[-1]):
         return None
     side, beyond = ("largest", "above") if chosen == lrs[-1] else ("smallest", "below")
-    return (f"TFS's chosen learning rate {chosen} is the {side} of its sweep ({', '.join(lrs)}): "
-            f"a learning rate {beyond} it may give a stronger baseline and a smaller speed-up; extend --tfs-lrs")
+    return (
+        f"TFS's chosen learning rate {chosen} is the {side} of its sweep ({', '.join(lrs)}): "
+        f"a learning rate {beyond} it may give a stronger baseline and a smaller speed-up; extend --tfs-lrs"
+    )
 
 
 def speedup(tfs: list[CurvePoint], transfer: list[CurvePoint], metric: str, unit: str = "epoch") -> float | None:
@@ -107,8 +116,9 @@ def _score_at(curve: list[CurvePoint], epoch: int, metric: str) -> float:
     return next(p.scores[metric] for p in curve if p.epoch == epoch)
 
 
-def orderings(curves: dict[str, dict[int, list[CurvePoint]]], warmup_end: int,
-              metrics: tuple[str, ...]) -> dict[str, dict]:
+def orderings(
+    curves: dict[str, dict[int, list[CurvePoint]]], warmup_end: int, metrics: tuple[str, ...]
+) -> dict[str, dict]:
     """The paper's orderings, checked where both arms were run: per metric, the two arms' mean
     scores, whether the mean holds the ordering and on how many seeds it holds (the paper
     reads them off captioning, and a metric near chance level can flip them by noise)."""
@@ -125,6 +135,9 @@ def orderings(curves: dict[str, dict[int, list[CurvePoint]]], warmup_end: int,
             a = [_score_at(curves[high][s], epoch, metric) for s in seeds]
             b = [_score_at(curves[low][s], epoch, metric) for s in seeds]
             means = [statistics.fmean(a), statistics.fmean(b)]
-            checks[text][metric] = {"means": means, "holds": means[0] > means[1],
-                                    "seeds_holding": sum(x > y for x, y in zip(a, b))}
+            checks[text][metric] = {
+                "means": means,
+                "holds": means[0] > means[1],
+                "seeds_holding": sum(x > y for x, y in zip(a, b)),
+            }
     return checks

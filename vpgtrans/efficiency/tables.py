@@ -29,12 +29,24 @@ def write_table(results: dict, path: Path) -> None:
     """Speed-ups per metric and unit, then best and final scores per arm (mean over seeds)."""
     lines = ["| metric | speed-up (epochs) | speed-up (samples) | speed-up (seconds) |", "|---|---|---|---|"]
     for metric, units in results["speedup"].items():
-        lines.append(f"| {metric_label(metric)} | {format_speedup(units['epoch'])} | {format_speedup(units['samples'])} | {format_speedup(units['seconds'])} |")
+        lines.append(
+            f"| {metric_label(metric)} | "
+            + " | ".join(format_speedup(units[unit]) for unit in ("epoch", "samples", "seconds"))
+            + " |"
+        )
     others = {arm: per_metric for arm, per_metric in results.get("speedup_by_arm", {}).items() if arm != "vpgtrans"}
     if others:
-        lines += ["", "| arm against TFS | " + " | ".join(f"speed-up on {metric_label(m)} (epochs)" for m in results["speedup"]) + " |",
-                  "|---|" + "---|" * len(results["speedup"])]
-        lines += [f"| {arm} | " + " | ".join(format_speedup(per_metric[m]) for m in results["speedup"]) + " |" for arm, per_metric in others.items()]
+        lines += [
+            "",
+            "| arm against TFS | "
+            + " | ".join(f"speed-up on {metric_label(m)} (epochs)" for m in results["speedup"])
+            + " |",
+            "|---|" + "---|" * len(results["speedup"]),
+        ]
+        lines += [
+            f"| {arm} | " + " | ".join(format_speedup(per_metric[m]) for m in results["speedup"]) + " |"
+            for arm, per_metric in others.items()
+        ]
     lines += ["", *_speedup_points_lines(results)]
     lines += ["", "| arm | metric | after epoch 1 | best | final |", "|---|---|---|---|---|"]
     for arm, per_seed in results["curves"].items():
@@ -44,7 +56,11 @@ def write_table(results: dict, path: Path) -> None:
             final = statistics.fmean(c[-1]["scores"][metric] for c in per_seed.values())
             lines.append(f"| {arm} | {metric} | {first:.3f} | {best:.3f} | {final:.3f} |")
     if results.get("tfs_lr_sweep"):
-        lines += ["", f"TFS learning-rate sweep (seed 0, mean best score): {results['tfs_lr_sweep']}; chosen {results['tfs_lr']:g}"]
+        lines += [
+            "",
+            f"TFS learning-rate sweep (seed 0, mean best score): {results['tfs_lr_sweep']}; "
+            f"chosen {results['tfs_lr']:g}",
+        ]
         note = sweep_edge_note(results["tfs_lr_sweep"])
         lines += [f"- {note}"] if note else []
     lines += [""] if results.get("orderings") else []
@@ -64,7 +80,9 @@ def _speedup_points_lines(results: dict) -> list[str]:
     lines = []
     for metric in results["speedup"]:
         pairs = [speedup_points(curves["tfs"][s], curves["vpgtrans"][s], metric) for s in curves["tfs"]]
-        seeds = ", ".join(f"{best.epoch:.3g} / {'never' if reached is None else f'{reached.epoch:.3g}'}" for best, reached in pairs)
+        seeds = ", ".join(
+            f"{best.epoch:.3g} / {'never' if reached is None else f'{reached.epoch:.3g}'}" for best, reached in pairs
+        )
         lines.append(f"- {metric_label(metric)}: e_TFS / e_VT per seed (epochs): {seeds}")
         note = late_peak_note(list(curves["tfs"].values()), metric)
         lines += [f"  - {note}"] if note else []

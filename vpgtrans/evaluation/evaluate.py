@@ -16,6 +16,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..config import option
+from ..errors import VPGTransError
+from ..io.atomic import write_text_atomic
+from ..io.images import open_rgb
+from ..training.stages import DTYPES, PRECISIONS
+from .generation import GenerationSettings, generate
 from .tasks import (
     CAPTION_TASKS,
     TASKS,
@@ -27,12 +33,6 @@ from .tasks import (
     score,
     score_predictions,
 )
-from ..config import option
-from ..errors import VPGTransError
-from ..io.atomic import write_text_atomic
-from ..io.images import open_rgb
-from ..training.stages import DTYPES, PRECISIONS
-from .generation import GenerationSettings, generate
 
 VQA_PROMPT = "Question: {} Answer:"
 ENCODER_DECODER_VQA_PROMPT = "Question: {} Short answer:"
@@ -63,8 +63,10 @@ class Benchmark:
     --benchmark` scores every arm on at each evaluation point."""
 
     task: str = option(help="benchmark task", choices=tuple(TASKS))
-    data: str = option(help="dataset_coco.json (coco-caption), the NoCaps JSON, the questions JSON (vqav2, okvqa, "
-                       "gqa) or a miniature-world folder (toy-caption, toy-vqa)")
+    data: str = option(
+        help="dataset_coco.json (coco-caption), the NoCaps JSON, the questions JSON (vqav2, okvqa, "
+        "gqa) or a miniature-world folder (toy-caption, toy-vqa)"
+    )
     images: str | None = option(None, "the benchmark's image folder (COCO root holding val2014/, NoCaps or GQA images)")
     annotations: str | None = option(None, "VQA annotations JSON (vqav2, okvqa)")
     split: str = option("test", "Karpathy split for coco-caption")
@@ -92,8 +94,11 @@ def task_config(task: str, encoder_decoder: bool, config: EvalConfig | None = No
     prompt = ENCODER_DECODER_VQA_PROMPT if encoder_decoder and base.prompt == VQA_PROMPT else base.prompt
     if config is None:
         return TaskConfig(prompt, base.generation)
-    overrides = {k: getattr(config, k) for k in ("num_beams", "min_new_tokens", "max_new_tokens")
-                 if getattr(config, k) is not None}
+    overrides = {
+        k: getattr(config, k)
+        for k in ("num_beams", "min_new_tokens", "max_new_tokens")
+        if getattr(config, k) is not None
+    }
     return TaskConfig(prompt if config.prompt is None else config.prompt, replace(base.generation, **overrides))
 
 
@@ -103,13 +108,18 @@ def load_samples(benchmark: Benchmark) -> tuple[list[CaptionSample] | list[VQASa
     wrong path fails in seconds."""
     task = get_task(benchmark.task)
     if benchmark.images is None and not task.own_images:
-        raise VPGTransError(f"--images is required for {task.name}: the folder holding the benchmark's images "
-                            "(images=DIR in `compare --benchmark`)")
+        raise VPGTransError(
+            f"--images is required for {task.name}: the folder holding the benchmark's images "
+            "(images=DIR in `compare --benchmark`)"
+        )
     if benchmark.annotations is None and task.answers_apart:
         raise VPGTransError(
             f"--annotations is required for {task.name}: the answers file, e.g. v2_mscoco_val2014_annotations.json "
-            "(annotations=FILE in `compare --benchmark`)")
-    samples = task.read(benchmark.data, benchmark.images or "", benchmark.annotations, benchmark.split)[: benchmark.limit]
+            "(annotations=FILE in `compare --benchmark`)"
+        )
+    samples = task.read(benchmark.data, benchmark.images or "", benchmark.annotations, benchmark.split)[
+        : benchmark.limit
+    ]
     missing = next((s for s in samples if not s.image_path.is_file()), None)
     if missing is not None:
         raise VPGTransError(f"{missing.image_path}: image not found for {_sample_id(missing)}")
@@ -128,9 +138,15 @@ def prediction_rows(model, processor, samples: list, task: TaskConfig, batch_siz
     for start in tqdm(range(0, len(samples), batch_size), desc=desc):
         chunk = samples[start : start + batch_size]
         prompts = [task.prompt.format(s.question) if isinstance(s, VQASample) else task.prompt for s in chunk]
-        texts = generate(model, processor, [open_rgb(s.image_path, _sample_id(s)) for s in chunk], prompts, task.generation)
-        rows += [{"question_id": s.question_id, "answer": t} if isinstance(s, VQASample)
-                 else {"image_id": s.image_id, "caption": t} for s, t in zip(chunk, texts)]
+        texts = generate(
+            model, processor, [open_rgb(s.image_path, _sample_id(s)) for s in chunk], prompts, task.generation
+        )
+        rows += [
+            {"question_id": s.question_id, "answer": t}
+            if isinstance(s, VQASample)
+            else {"image_id": s.image_id, "caption": t}
+            for s, t in zip(chunk, texts)
+        ]
     return rows
 
 
@@ -146,7 +162,9 @@ class LoadedBenchmark:
 
 def load_benchmark(benchmark: Benchmark) -> LoadedBenchmark:
     samples, annotations = load_samples(benchmark)
-    return LoadedBenchmark(benchmark, samples, annotations, load_references(benchmark.task, annotations, benchmark.split))
+    return LoadedBenchmark(
+        benchmark, samples, annotations, load_references(benchmark.task, annotations, benchmark.split)
+    )
 
 
 def benchmark_scores(model, processor, loaded: LoadedBenchmark, batch_size: int = 16) -> dict[str, float]:
@@ -157,10 +175,18 @@ def benchmark_scores(model, processor, loaded: LoadedBenchmark, batch_size: int 
     task = task_config(benchmark.task, not model.config.use_decoder_only_language_model)
     rows = prediction_rows(model, processor, loaded.samples, task, batch_size, benchmark.task)
     id_key, text_key = prediction_fields(benchmark.task)
-    metrics = score_predictions(benchmark.task, {str(r[id_key]): r[text_key] for r in rows}, loaded.annotations,
-                                split=benchmark.split, source=f"{benchmark.task} predictions", references=loaded.references)
-    extras = {**metrics.get("domains", {}),
-              **{k: v for k, v in metrics.items() if k not in ("task", "score", "n", "n_annotated") and isinstance(v, float)}}
+    metrics = score_predictions(
+        benchmark.task,
+        {str(r[id_key]): r[text_key] for r in rows},
+        loaded.annotations,
+        split=benchmark.split,
+        source=f"{benchmark.task} predictions",
+        references=loaded.references,
+    )
+    extras = {
+        **metrics.get("domains", {}),
+        **{k: v for k, v in metrics.items() if k not in ("task", "score", "n", "n_annotated") and isinstance(v, float)},
+    }
     return {benchmark.task: metrics["score"], **{f"{benchmark.task}_{k}": v for k, v in extras.items()}}
 
 
@@ -198,6 +224,9 @@ def world_scores(model, processor, world: list[LoadedBenchmark]) -> dict[str, fl
     scores: dict[str, float] = {}
     for loaded in world:
         scores.update(benchmark_scores(model, processor, loaded))
-    kinds = {f"caption_{k.removeprefix('toy-caption_').removesuffix('_accuracy')}": v for k, v in scores.items()
-             if k.startswith("toy-caption_") and k != WORLD_METRICS["caption"]}
+    kinds = {
+        f"caption_{k.removeprefix('toy-caption_').removesuffix('_accuracy')}": v
+        for k, v in scores.items()
+        if k.startswith("toy-caption_") and k != WORLD_METRICS["caption"]
+    }
     return {**{name: scores[key] for name, key in WORLD_METRICS.items()}, **kinds}

@@ -25,7 +25,9 @@ class GenerationSettings:
     stop_at_newline: bool = option(True, "cut the text at its first line break")
 
 
-def build_prompt_batch(processor: Blip2Processor, num_query_tokens: int, image_token_id: int, prompts: list[str]) -> dict[str, torch.Tensor]:
+def build_prompt_batch(
+    processor: Blip2Processor, num_query_tokens: int, image_token_id: int, prompts: list[str]
+) -> dict[str, torch.Tensor]:
     """[pad..., <image> x n, BOS, prompt]: left-padded so generation continues every row at its end."""
     tokenizer = processor.tokenizer
     rows = [[image_token_id] * num_query_tokens + tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]

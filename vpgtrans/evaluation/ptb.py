@@ -14,8 +14,7 @@ from collections.abc import Hashable, Mapping, Sequence
 #: Tokens pycocoevalcap removes after PTB tokenisation. Bracket tokens are listed in upper
 #: case but the tokenizer has already lower-cased them, so "-lrb-" etc. survive (as in COCO).
 PTB_PUNCTUATIONS = frozenset(
-    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
-     ".", "?", "!", ",", ":", "-", "--", "...", ";"]
+    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
 )
 
 _L = "[^\\W\\d_\u00b2\u00b3\u00b9\u00bc-\u00be]"  # a letter
@@ -27,10 +26,18 @@ _THING_TAIL = r"(?:[-_](?:[dol]" + _APO + r"(?=" + _AN + r"))?" + _AN + r"+)*"
 _CURLY_CLITICS = frozenset("\u2019" + c for c in ("s", "m", "d", "re", "ve", "ll")) | {"n\u2019t"}
 _FRACTIONS = {"\u00bc": "1/4", "\u00bd": "1/2", "\u00be": "3/4"}
 _BRACKETS = {"(": "-LRB-", ")": "-RRB-", "[": "-LSB-", "]": "-RSB-", "{": "-LCB-", "}": "-RCB-"}
-_UNICODE_MAP = str.maketrans({
-    "\u00a0": " ", "\u2014": "--", "\u2013": "--", "\u2026": "...",
-    "\u00a3": " # ", "\u20ac": " $ ", "\u00a4": " $ ", "\u00a2": " cents ",
-})
+_UNICODE_MAP = str.maketrans(
+    {
+        "\u00a0": " ",
+        "\u2014": "--",
+        "\u2013": "--",
+        "\u2026": "...",
+        "\u00a3": " # ",
+        "\u20ac": " $ ",
+        "\u00a4": " $ ",
+        "\u00a2": " cents ",
+    }
+)
 # Abbreviations that keep their period (case-insensitive), then the case-sensitive ones.
 _ABBREV = (
     "adj|adm|adv|al|ala|apr|ariz|assn|assoc|asst|attys?|aug|ave|bancorp|bhd|bldg|blvd|brig|"
@@ -44,11 +51,14 @@ _ABBREV = (
 _ABBREV_CASED = "Ark|Az|Del|Ill|La|Mass|Miss|Ore|Pa|Tex|Wash"
 # Capitalised words after which a one-letter acronym ("A.") ends a sentence (CoreNLP 3.4.1).
 _FUNCTION_WORDS = "|".join(
-    w[0] + "(?i:" + w[1:] + ")" for w in (
+    w[0] + "(?i:" + w[1:] + ")"
+    for w in (
         "A About According Additionally After An As At But Earlier He Her Here However If In It "
         "Last Many More Mr. Ms. Now Once One Other Our She Since So Some Such That The Their "
         "Then There These They This We When While What Yet You"
-    ).replace(".", "\\.").split()
+    )
+    .replace(".", "\\.")
+    .split()
 )
 
 
@@ -72,16 +82,27 @@ _RULES: list[tuple[re.Pattern[str], str | None]] = [
     (_rule(r"(?P<tok>(?:th|y)')" + _WORD), None),  # th'|y' before a word
     (_rule(_WORD), None),  # WORD
     (_rule(r"(?P<tok>" + _WORD + r"\.)[,;:]"), None),  # "it." before a comma
-    (_rule(_L + r"*[aeiouy]" + _APO + r"[aeiou]" + _L + r"*|[a-hj-xz]['`]" + _L + r"{2,}"),
-     None),  # ma'am, shi'ite, c'mon
-    (_rule(r"'(?:n'|n(?!" + _L + r")|em|till?|cause|[2-9]0s)|'\d\d(?=\s|$)|\u2019n\u2019"
-           r"|(?:[dlj]|ol)'"),
-     None),
+    (
+        _rule(_L + r"*[aeiouy]" + _APO + r"[aeiou]" + _L + r"*|[a-hj-xz]['`]" + _L + r"{2,}"),
+        None,
+    ),  # ma'am, shi'ite, c'mon
+    (
+        _rule(
+            r"'(?:n'|n(?!" + _L + r")|em|till?|cause|[2-9]0s)|'\d\d(?=\s|$)|\u2019n\u2019"
+            r"|(?:[dlj]|ol)'"
+        ),
+        None,
+    ),
     (_rule(r"https?://[^\s\"<>|(){}]+[^\s\"<>|.!?(){},-]"), None),  # URL
     (_rule(r"[A-Za-z0-9][^\s\"<>|(){}]*@[^\s\"<>|(){}.]+(?:\.[^\s\"<>|(){}.]+)*"), None),
-    (_rule(r"(?:www\.(?:[^\s\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4}"
-           r"|(?:[^\s\"`'<>|.!?(){},-_$]+\.)+(?:com|net|org|edu))"
-           r"(?:/[^\s\"<>|()]+[^\s\"<>|.!?(){},-])?"), None),  # likely URL
+    (
+        _rule(
+            r"(?:www\.(?:[^\s\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4}"
+            r"|(?:[^\s\"`'<>|.!?(){},-_$]+\.)+(?:com|net|org|edu))"
+            r"(?:/[^\s\"<>|()]+[^\s\"<>|.!?(){},-])?"
+        ),
+        None,
+    ),  # likely URL
     (_rule(r"[@#][A-Za-z_][A-Za-z0-9_]*"), None),  # twitter name / hashtag
     # a curly apostrophe splits off 's 're ... even before letters, a straight one does not
     (_rule(r"['`](?:s|m|d|re|ve|ll|em)(?!" + _L + ")|\u2019(?:s|m|d|re|ve|ll|em)"), None),
@@ -89,13 +110,14 @@ _RULES: list[tuple[re.Pattern[str], str | None]] = [
     (_rule(r"\d{1,2}[-/]\d{1,2}[-/]\d{2,4}|\d{4}[-/]\d{1,2}[-/]\d{1,2}"), None),  # date
     (_rule(r"[-+]?" + _NUM), None),
     (_rule(r"(?:\d{1,4}[- ])?\d{1,4}\\?/\d{1,4}"), None),  # fraction (space -> nbsp below)
-    (_rule(_AN + r"+(?:-" + _L + r"+){0,2}(?:\\?/" + _AN + r"+(?:-" + _L + r"+){0,2}){1,2}"),
-     None),  # and/or
+    (_rule(_AN + r"+(?:-" + _L + r"+){0,2}(?:\\?/" + _AN + r"+(?:-" + _L + r"+){0,2}){1,2}"), None),  # and/or
     (_rule(r"[A-Z]*\$|#", 0), None),  # dollar signs
     (_rule(r"[A-Z]+(?:[+&][A-Z]+)+", 0), None),  # AT&T
     # Abbreviations: a single letter before a capitalised function word loses its period.
-    (_rule(r"(?P<tok>[A-Za-z])\.\s+(?:(?:" + _FUNCTION_WORDS + r")(?=\s)|<[^<>\s]*>)", 0),
-     None),  # (first letter upper case, the rest in any case)
+    (
+        _rule(r"(?P<tok>[A-Za-z])\.\s+(?:(?:" + _FUNCTION_WORDS + r")(?=\s)|<[^<>\s]*>)", 0),
+        None,
+    ),  # (first letter upper case, the rest in any case)
     (_rule(r"(?:ph|ed)\.d\.|(?:[A-Za-z]\.)+|(?:" + _ABBREV + r")\."), None),
     (_rule(r"(?:" + _ABBREV_CASED + r")\.", 0), None),
     (_rule(r"(?P<tok>(?:ca|figs?|nos?|prop|p|pp|arts?|op)\.)\s?\d"), None),
@@ -190,6 +212,6 @@ def ptb_tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, l
         j = i + 1  # the lexer's lookahead needs the text past the next non-blank caption
         while j < len(flat) and not flat[j][1].strip():
             j += 1
-        following = "\n".join(c for _, c in flat[i + 1:j + 2])
+        following = "\n".join(c for _, c in flat[i + 1 : j + 2])
         out[key].append(ptb_tokenize_sentence(caption, following))
     return out

@@ -64,6 +64,7 @@ class VQASample:
 
 # --------------------------------------------------------------------------- file formats
 
+
 def _load_json(path: PathLike) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
@@ -96,8 +97,7 @@ def _detect_format(data: Any) -> str:
 def _expect_format(path: PathLike, data: Any, expected: str) -> None:
     found = _detect_format(data)
     if found != expected:
-        looks = (f"looks like a {found} file" if found != "unknown"
-                 else "matches none of the supported formats")
+        looks = f"looks like a {found} file" if found != "unknown" else "matches none of the supported formats"
         raise BenchmarkFormatError(f"{path}: expected a {expected} file, but it {looks}")
 
 
@@ -109,9 +109,8 @@ def _field(path: PathLike, record: dict, key: str, where: str) -> Any:
 
 # --------------------------------------------------------------------------- readers
 
-def load_coco_karpathy(
-    annotation_path: PathLike, image_root: PathLike, split: str = "test"
-) -> list[CaptionSample]:
+
+def load_coco_karpathy(annotation_path: PathLike, image_root: PathLike, split: str = "test") -> list[CaptionSample]:
     """Karpathy ``dataset_coco.json``: the images of ``split`` (ids are COCO ids)."""
     data = _load_json(annotation_path)
     _expect_format(annotation_path, data, "COCO Karpathy (dataset_coco.json)")
@@ -120,10 +119,13 @@ def load_coco_karpathy(
         if _field(annotation_path, img, "split", f"images[{i}]") != split:
             continue
         image_id = img.get("cocoid", _field(annotation_path, img, "imgid", f"images[{i}]"))
-        refs = tuple(_field(annotation_path, s, "raw", f"image {image_id} sentence")
-                     for s in _field(annotation_path, img, "sentences", f"image {image_id}"))
-        path = Path(image_root) / img.get("filepath", "") / _field(
-            annotation_path, img, "filename", f"image {image_id}")
+        refs = tuple(
+            _field(annotation_path, s, "raw", f"image {image_id} sentence")
+            for s in _field(annotation_path, img, "sentences", f"image {image_id}")
+        )
+        path = (
+            Path(image_root) / img.get("filepath", "") / _field(annotation_path, img, "filename", f"image {image_id}")
+        )
         samples.append(CaptionSample(image_id, path, refs))
     if not samples:
         raise BenchmarkFormatError(f"{annotation_path}: no images in split {split!r}")
@@ -137,7 +139,8 @@ def load_nocaps(annotation_path: PathLike, image_root: PathLike) -> list[Caption
     refs: dict[Any, list[str]] = {}
     for i, ann in enumerate(data["annotations"]):
         refs.setdefault(_field(annotation_path, ann, "image_id", f"annotations[{i}]"), []).append(
-            _field(annotation_path, ann, "caption", f"annotations[{i}]"))
+            _field(annotation_path, ann, "caption", f"annotations[{i}]")
+        )
     samples = []
     for i, img in enumerate(data["images"]):
         image_id = _field(annotation_path, img, "id", f"images[{i}]")
@@ -164,9 +167,15 @@ def load_vqa(
         if str(qid) not in answers:
             raise BenchmarkFormatError(f"{annotations_path}: no annotation for question {qid}")
         image_id = _field(questions_path, q, "image_id", f"question {qid}")
-        samples.append(VQASample(
-            qid, image_id, Path(image_root) / image_template.format(image_id=image_id),
-            _field(questions_path, q, "question", f"question {qid}"), answers[str(qid)]))
+        samples.append(
+            VQASample(
+                qid,
+                image_id,
+                Path(image_root) / image_template.format(image_id=image_id),
+                _field(questions_path, q, "question", f"question {qid}"),
+                answers[str(qid)],
+            )
+        )
     return samples
 
 
@@ -177,8 +186,7 @@ def _vqa_answers(annotations_path: PathLike) -> dict[str, tuple[str, ...]]:
     for i, ann in enumerate(data["annotations"]):
         qid = _field(annotations_path, ann, "question_id", f"annotations[{i}]")
         answers = _field(annotations_path, ann, "answers", f"question {qid}")
-        out[str(qid)] = tuple(_field(annotations_path, a, "answer", f"question {qid} answer")
-                              for a in answers)
+        out[str(qid)] = tuple(_field(annotations_path, a, "answer", f"question {qid} answer") for a in answers)
         if not out[str(qid)]:
             raise BenchmarkFormatError(f"{annotations_path}: question {qid} has no answers")
     return out
@@ -191,10 +199,15 @@ def load_gqa(questions_path: PathLike, image_root: PathLike) -> list[VQASample]:
     samples = []
     for qid, q in data.items():
         image_id = _field(questions_path, q, "imageId", f"question {qid}")
-        samples.append(VQASample(
-            qid, image_id, Path(image_root) / f"{image_id}.jpg",
-            _field(questions_path, q, "question", f"question {qid}"),
-            (_field(questions_path, q, "answer", f"question {qid}"),)))
+        samples.append(
+            VQASample(
+                qid,
+                image_id,
+                Path(image_root) / f"{image_id}.jpg",
+                _field(questions_path, q, "question", f"question {qid}"),
+                (_field(questions_path, q, "answer", f"question {qid}"),),
+            )
+        )
     return samples
 
 
@@ -202,7 +215,8 @@ def _world_file(folder: PathLike, name: str) -> Path:
     path = Path(folder) / name
     if not path.is_file():
         raise BenchmarkFormatError(
-            f"{folder}: not a miniature-world folder (no {name}; write one with `vpgtrans world`)")
+            f"{folder}: not a miniature-world folder (no {name}; write one with `vpgtrans world`)"
+        )
     return path
 
 
@@ -220,8 +234,10 @@ def _world_scenes(folder: PathLike) -> dict[str, world.Scene]:
 
 def load_world_captions(folder: PathLike) -> list[CaptionSample]:
     """A world folder's images; the reference is each scene's ground-truth caption."""
-    return [CaptionSample(image, Path(folder) / image, (world.caption(scene),))
-            for image, scene in _world_scenes(folder).items()]
+    return [
+        CaptionSample(image, Path(folder) / image, (world.caption(scene),))
+        for image, scene in _world_scenes(folder).items()
+    ]
 
 
 def load_world_vqa(folder: PathLike) -> list[VQASample]:
@@ -231,8 +247,15 @@ def load_world_vqa(folder: PathLike) -> list[VQASample]:
     for lineno, row in iter_jsonl(path):
         qid = _field(path, row, "question_id", f"line {lineno}")
         image = _field(path, row, "image", f"question {qid}")
-        samples.append(VQASample(qid, image, Path(folder) / image, _field(path, row, "question", f"question {qid}"),
-                                 (_field(path, row, "answer", f"question {qid}"),)))
+        samples.append(
+            VQASample(
+                qid,
+                image,
+                Path(folder) / image,
+                _field(path, row, "question", f"question {qid}"),
+                (_field(path, row, "answer", f"question {qid}"),),
+            )
+        )
     return samples
 
 
@@ -242,11 +265,14 @@ def world_attribute_accuracy(preds: dict[str, str], folder: PathLike) -> dict[st
     scenes = _world_scenes(folder)
     hits, totals = zip(*(world.caption_attribute_hits(preds[k], scenes[k]) for k in preds))
     by_kind = world.attribute_accuracy_by_kind(list(preds.values()), [scenes[k] for k in preds])
-    return {"attribute_accuracy": 100.0 * sum(hits) / max(sum(totals), 1),
-            **{f"{kind}_accuracy": 100.0 * value for kind, value in by_kind.items()}}
+    return {
+        "attribute_accuracy": 100.0 * sum(hits) / max(sum(totals), 1),
+        **{f"{kind}_accuracy": 100.0 * value for kind, value in by_kind.items()},
+    }
 
 
 # --------------------------------------------------------------------------- tasks
+
 
 @dataclass(frozen=True)
 class Task:
@@ -264,17 +290,33 @@ class Task:
         return self.answer_accuracy is None
 
 
-TASKS: dict[str, Task] = {task.name: task for task in (
-    Task("coco-caption", lambda data, images, answers, split: load_coco_karpathy(data, images, split)),
-    Task("nocaps", lambda data, images, answers, split: load_nocaps(data, images)),
-    Task("toy-caption", lambda data, images, answers, split: load_world_captions(data), own_images=True,
-         extra_scores=world_attribute_accuracy),
-    Task("vqav2", lambda data, images, answers, split: load_vqa(data, answers, images), vqa_accuracy, answers_apart=True),
-    Task("okvqa", lambda data, images, answers, split: load_vqa(data, answers, images), okvqa_accuracy,
-         answers_apart=True),
-    Task("gqa", lambda data, images, answers, split: load_gqa(data, images), gqa_accuracy),
-    Task("toy-vqa", lambda data, images, answers, split: load_world_vqa(data), gqa_accuracy, own_images=True),
-)}
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        Task("coco-caption", lambda data, images, answers, split: load_coco_karpathy(data, images, split)),
+        Task("nocaps", lambda data, images, answers, split: load_nocaps(data, images)),
+        Task(
+            "toy-caption",
+            lambda data, images, answers, split: load_world_captions(data),
+            own_images=True,
+            extra_scores=world_attribute_accuracy,
+        ),
+        Task(
+            "vqav2",
+            lambda data, images, answers, split: load_vqa(data, answers, images),
+            vqa_accuracy,
+            answers_apart=True,
+        ),
+        Task(
+            "okvqa",
+            lambda data, images, answers, split: load_vqa(data, answers, images),
+            okvqa_accuracy,
+            answers_apart=True,
+        ),
+        Task("gqa", lambda data, images, answers, split: load_gqa(data, images), gqa_accuracy),
+        Task("toy-vqa", lambda data, images, answers, split: load_world_vqa(data), gqa_accuracy, own_images=True),
+    )
+}
 TASK_NAMES = tuple(TASKS)
 CAPTION_TASKS = tuple(name for name, task in TASKS.items() if task.is_caption)
 
@@ -286,6 +328,7 @@ def get_task(name: str) -> Task:
 
 
 # --------------------------------------------------------------------------- scoring
+
 
 def prediction_fields(task: str) -> tuple[str, str]:
     """The id and text fields of the task's predictions: image_id / caption or question_id / answer."""
@@ -338,8 +381,15 @@ def score(
     per_sample: bool = False,
 ) -> dict[str, Any]:
     """Score a predictions JSONL file against a benchmark's annotation file (`score_predictions`)."""
-    return score_predictions(task, read_predictions(predictions_path, task), annotations_path, split=split,
-                             require_complete=require_complete, per_sample=per_sample, source=str(predictions_path))
+    return score_predictions(
+        task,
+        read_predictions(predictions_path, task),
+        annotations_path,
+        split=split,
+        require_complete=require_complete,
+        per_sample=per_sample,
+        source=str(predictions_path),
+    )
 
 
 def score_predictions(
@@ -370,13 +420,12 @@ def score_predictions(
         if key not in refs:
             what = prediction_fields(task)[0]
             where = f" (split {split!r})" if task == "coco-caption" else ""
-            raise BenchmarkFormatError(
-                f"{source}: {what} {key} has no annotation in {annotations_path}{where}")
+            raise BenchmarkFormatError(f"{source}: {what} {key} has no annotation in {annotations_path}{where}")
     if require_complete and len(preds) < len(refs):
         missing = next(k for k in refs if k not in preds)
         raise BenchmarkFormatError(
-            f"{source}: {len(refs) - len(preds)} of {len(refs)} annotated ids have no "
-            f"prediction (e.g. {missing})")
+            f"{source}: {len(refs) - len(preds)} of {len(refs)} annotated ids have no prediction (e.g. {missing})"
+        )
     result: dict[str, Any] = {"task": task, "n": len(preds), "n_annotated": len(refs)}
     if spec.is_caption:
         result["metric"] = "CIDEr"
@@ -384,9 +433,12 @@ def score_predictions(
         domains = sorted({refs[k].domain for k in preds if refs[k].domain})
         if domains:
             result["domains"] = {
-                d: corpus_cider({k: preds[k] for k in preds if refs[k].domain == d},
-                                {k: refs[k].references for k in preds if refs[k].domain == d})[0]
-                for d in domains}
+                d: corpus_cider(
+                    {k: preds[k] for k in preds if refs[k].domain == d},
+                    {k: refs[k].references for k in preds if refs[k].domain == d},
+                )[0]
+                for d in domains
+            }
     else:
         scores = {k: 100.0 * spec.answer_accuracy(preds[k], refs[k]) for k in preds}
         result["metric"] = "accuracy"

@@ -24,11 +24,15 @@ def model_file(ref: str, filename: str) -> Path | None:
     try:
         return Path(hf_hub_download(ref, filename))
     except LocalEntryNotFoundError as exc:  # offline and not cached: say so, not "file absent"
-        raise VPGTransError(f"{ref}: not a local folder and not readable from the hub (offline, not in the cache)") from exc
+        raise VPGTransError(
+            f"{ref}: not a local folder and not readable from the hub (offline, not in the cache)"
+        ) from exc
     except EntryNotFoundError:
         return None
     except Exception as exc:  # offline, unknown repo, no access: all mean "cannot read this model"
-        raise VPGTransError(f"{ref}: not a local folder and not readable from the hub ({exc.__class__.__name__})") from exc
+        raise VPGTransError(
+            f"{ref}: not a local folder and not readable from the hub ({exc.__class__.__name__})"
+        ) from exc
 
 
 def read_config(ref: str) -> dict:

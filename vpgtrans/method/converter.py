@@ -20,10 +20,10 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ..config import option, validate
-from ..io.atomic import atomic_path
-from .embeddings import EmbeddingTable, read_input_embeddings
 from ..errors import VPGTransError
+from ..io.atomic import atomic_path
 from ..presets import resolve_model_ref
+from .embeddings import EmbeddingTable, read_input_embeddings
 from .vocab import align_vocabularies, token_counts
 
 MIN_PAIRS = 32
@@ -83,7 +83,9 @@ class WordConverter:
         return cls(weight=tensors["weight"], bias=tensors["bias"], report=report)
 
 
-def fuse_projection(converter: WordConverter, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fuse_projection(
+    converter: WordConverter, weight: torch.Tensor, bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Projector equal to the converter applied after the source projector: W_c W_s, W_c b_s + b_c."""
     w_conv = converter.weight.to(torch.float64)
     fused_w = w_conv @ weight.to(torch.float64)
@@ -174,13 +176,18 @@ CONVERTER_METHODS = ("ridge", "paper")  # closed-form ridge (ours); the paper's 
 class ConverterFitConfig:
     """How to fit the converter."""
 
-    method: str = option("ridge", "closed-form ridge on aligned vocabularies, or the paper's cosine-loss SGD",
-                         choices=CONVERTER_METHODS, flag="converter")
+    method: str = option(
+        "ridge",
+        "closed-form ridge on aligned vocabularies, or the paper's cosine-loss SGD",
+        choices=CONVERTER_METHODS,
+        flag="converter",
+    )
     ridge: float = option(1e-3, "ridge penalty", minimum=0)
     frequency_floor: float = option(1.0, "weight of a token that never occurs in the captions", minimum=0)
     paper_lr: float = option(5.0, "SGD learning rate of the paper's fit", minimum=1e-12)
-    paper_epochs: int | None = option(None, "epochs of the paper's fit (default: 5 within a tokenizer family, "
-                                      "8 across)", minimum=1)
+    paper_epochs: int | None = option(
+        None, "epochs of the paper's fit (default: 5 within a tokenizer family, 8 across)", minimum=1
+    )
     paper_batch_captions: int = option(4096, "captions per batch of the paper's fit", minimum=1)
     seed: int = option(0, "seed of the held-out split and the paper's fit", minimum=0)
 
@@ -222,15 +229,23 @@ def fit_converter(
     src_ids, dst_ids = torch.tensor(alignment.src_ids), torch.tensor(alignment.dst_ids)
     src_counts, dst_counts = token_counts(src_tok, captions), token_counts(dst_tok, captions)
     weights = torch.tensor(
-        [config.frequency_floor + 0.5 * (src_counts[s] + dst_counts[d]) for s, d in zip(alignment.src_ids, alignment.dst_ids)],
+        [
+            config.frequency_floor + 0.5 * (src_counts[s] + dst_counts[d])
+            for s, d in zip(alignment.src_ids, alignment.dst_ids)
+        ],
         dtype=torch.float64,
     )
     heldout = _heldout_mask(len(alignment), config.seed)
     x, y = xs[src_ids].float(), ys[dst_ids].float()
     report_fields = dict(
-        src_dim=xs.shape[1], dst_dim=ys.shape[1], aligned_pairs=len(alignment), pairs_by_role=alignment.by_role,
+        src_dim=xs.shape[1],
+        dst_dim=ys.shape[1],
+        aligned_pairs=len(alignment),
+        pairs_by_role=alignment.by_role,
         pairs_single_byte=alignment.single_bytes,
-        heldout_pairs=int(heldout.sum()), src_table=src_table.origin, dst_table=dst_table.origin,
+        heldout_pairs=int(heldout.sum()),
+        src_table=src_table.origin,
+        dst_table=dst_table.origin,
         captions_total=len(captions),
     )
     if config.method == "ridge":

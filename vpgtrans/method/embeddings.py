@@ -59,7 +59,9 @@ def checkpoint_key_index(ref: str) -> dict[str, Path]:
         return {key: files[f] for key, f in weight_map.items()}
     single = model_file(ref, "model.safetensors")
     if single is None:
-        raise VPGTransError(f"{ref}: no model.safetensors or model.safetensors.index.json (re-save it with save_pretrained)")
+        raise VPGTransError(
+            f"{ref}: no model.safetensors or model.safetensors.index.json (re-save it with save_pretrained)"
+        )
     with safe_open(single, "pt") as f:
         return {key: single for key in f.keys()}
 

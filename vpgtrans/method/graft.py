@@ -23,10 +23,10 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from .converter import WordConverter, fuse_projection, load_tokenizer
 from ..errors import VPGTransError
 from ..io.hub import read_config
 from ..presets import resolve_model_ref
+from .converter import WordConverter, fuse_projection, load_tokenizer
 
 VPG_PREFIXES = ("vision_model.", "qformer.", "query_tokens")
 PROJECTION_KEYS = {"language_projection.weight", "language_projection.bias"}
@@ -41,7 +41,9 @@ def _check_loading_info(ref: str, info: dict, allowed_missing: set[str] = frozen
     if info.get("unexpected_keys"):
         problems.append(f"unexpected keys {sorted(info['unexpected_keys'])[:5]}")
     if info.get("mismatched_keys"):
-        problems.append(f"shape-mismatched keys {[k[0] if isinstance(k, tuple) else k for k in info['mismatched_keys']][:5]}")
+        problems.append(
+            f"shape-mismatched keys {[k[0] if isinstance(k, tuple) else k for k in info['mismatched_keys']][:5]}"
+        )
     if problems:
         raise VPGTransError(f"{ref}: checkpoint does not match its config: " + "; ".join(problems))
 
@@ -212,7 +214,6 @@ def _new_projection(
         projection.weight.copy_(weight)
         projection.bias.copy_(bias)
     return projection
-
 
 
 def reinitialise_vpg(model: Blip2ForConditionalGeneration, seed: int, std: float = 0.02) -> None:

@@ -48,14 +48,12 @@ def match_prompt_scale(
     pixel_values = pixel_values.to(model.vision_model.embeddings.patch_embedding.weight)
     queries = vpg_outputs(model, pixel_values)
     captions = [r.caption for r in records]
-    source_ratio = (
-        float(source.language_projection(queries.to(source.language_projection.weight)).float().norm(dim=-1).mean())
-        / mean_word_norm(source.get_input_embeddings().weight, source_tokenizer, captions)
-    )
+    source_ratio = float(
+        source.language_projection(queries.to(source.language_projection.weight)).float().norm(dim=-1).mean()
+    ) / mean_word_norm(source.get_input_embeddings().weight, source_tokenizer, captions)
     projection = model.language_projection
-    target_ratio = (
-        float(projection(queries.to(projection.weight)).float().norm(dim=-1).mean())
-        / mean_word_norm(model.get_input_embeddings().weight, processor.tokenizer, captions)
+    target_ratio = float(projection(queries.to(projection.weight)).float().norm(dim=-1).mean()) / mean_word_norm(
+        model.get_input_embeddings().weight, processor.tokenizer, captions
     )
     scale = source_ratio / target_ratio
     projection.weight.mul_(scale)

@@ -106,7 +106,9 @@ def align_vocabularies(
                 single.add((s, d))
     kept = [(s, d) for s, d in pairs if s < src_rows and d < dst_rows]
     return VocabularyAlignment(
-        src_ids=[s for s, _ in kept], dst_ids=[d for _, d in kept], by_role=by_role,
+        src_ids=[s for s, _ in kept],
+        dst_ids=[d for _, d in kept],
+        by_role=by_role,
         single_bytes=sum(p in single for p in kept),
     )
 

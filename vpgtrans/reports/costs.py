@@ -12,7 +12,8 @@ Per training sample (one image + its caption) the run costs, in FLOPs:
 
 For the LLM "params" are the weights each token meets in matrix multiplies (embedding and
 position lookups excluded, LM head included); for the ViT and Q-Former all their weights.
-Attention-score FLOPs (a few % at these lengths) are left out. Parameter counts come from the config dimensions; no model is instantiated.
+Attention-score FLOPs (a few % at these lengths) are left out. Parameter counts come from the
+config dimensions; no model is instantiated.
 
 Calibration (A100 at 312 TFLOP/s, 32 caption tokens, EVA ViT-g + BLIP-2 Q-Former, 2.25
 TFLOPs per sample for OPT-6.7B) against the paper's A100-hours (``docs/method.md``)::
@@ -96,6 +97,7 @@ class Estimate:
 
 # --------------------------------------------------------------------------- configs
 
+
 def _as_dict(config: Config) -> dict[str, Any]:
     if isinstance(config, Mapping):
         return dict(config)
@@ -121,6 +123,7 @@ def _vpg_configs(config: Config) -> tuple[dict[str, Any], dict[str, Any], int]:
 
 
 # --------------------------------------------------------------------------- parameter counts
+
 
 @dataclass(frozen=True)
 class LLMParams:
@@ -237,9 +240,14 @@ def qformer_params(qformer_config: Config) -> QFormerParams:
 
 # --------------------------------------------------------------------------- FLOPs and price
 
+
 def training_flops(
-    src_config: Config, dst_config: Config, samples: int, text_tokens: float = DEFAULT_TEXT_TOKENS,
-    *, qformer_trained: bool = True,
+    src_config: Config,
+    dst_config: Config,
+    samples: int,
+    text_tokens: float = DEFAULT_TEXT_TOKENS,
+    *,
+    qformer_trained: bool = True,
 ) -> CostBreakdown:
     """FLOPs to train the VPG of ``src_config`` (a BLIP-2 config; missing parts default to
     BLIP-2's) + a projector on the LLM of ``dst_config`` for ``samples`` image-text pairs.

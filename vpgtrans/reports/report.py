@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import option, validate
-from ..io.atomic import write_text_atomic
 from ..efficiency.speedup import CurvePoint, late_peak_note, results_curves, speedup_points, sweep_edge_note
 from ..efficiency.tables import format_speedup, metric_label
-from .costs import DEFAULT_MFU, GPUS, gpu_hours
 from ..errors import VPGTransError
+from ..io.atomic import write_text_atomic
+from .costs import DEFAULT_MFU, GPUS, gpu_hours
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,10 @@ class Pricing:
 
     def describe(self) -> str:
         price = GPUS[self.gpu].price_per_hour if self.price_per_hour is None else self.price_per_hour
-        return (f"GPU-hours: analytic FLOPs at the peak of one {GPUS[self.gpu].name} "
-                f"({GPUS[self.gpu].peak_tflops:g} TFLOP/s) x MFU {self.mfu:g}; money at ${price:.2f} per GPU-hour.")
+        return (
+            f"GPU-hours: analytic FLOPs at the peak of one {GPUS[self.gpu].name} "
+            f"({GPUS[self.gpu].peak_tflops:g} TFLOP/s) x MFU {self.mfu:g}; money at ${price:.2f} per GPU-hour."
+        )
 
 
 @dataclass
@@ -100,6 +102,7 @@ def _cost_header(pricing: Pricing) -> list[str]:
 
 # --------------------------------------------------------------------------- a transfer run
 
+
 def run_section(folder: Path, prefix: str, pricing: Pricing) -> list[Block]:
     """A run.json folder: per-stage measured cost, loss curve, FLOPs per part."""
     record = json.loads((folder / "run.json").read_text())
@@ -110,19 +113,58 @@ def run_section(folder: Path, prefix: str, pricing: Pricing) -> list[Block]:
     for name, stage in record.get("stages", {}).items():
         result, cost = stage["result"], stage.get("cost", {})
         flops = cost.get("flops", {}).get("total")
-        rows.append([name, str(result["steps"]), str(result["samples"]), str(result["lm_tokens"]),
-                     f"{result['seconds']:.1f} s", cost.get("device_name", result.get("device", "")),
-                     _gib(result.get("peak_memory_bytes", 0)), *_cost_cells(flops, pricing)])
-        totals = {"samples": totals["samples"] + result["samples"], "seconds": totals["seconds"] + result["seconds"],
-                  "flops": totals["flops"] + (flops or 0.0)}
-    rows.append(["total", "", str(totals["samples"]), "", f"{totals['seconds']:.1f} s", "", "",
-                 *_cost_cells(totals["flops"], pricing)])
-    blocks.append((["stage", "optimizer steps", "samples", "LLM tokens", "wall time (measured)", "device",
-                    "peak GPU memory", *_cost_header(pricing)], rows))
+        rows.append(
+            [
+                name,
+                str(result["steps"]),
+                str(result["samples"]),
+                str(result["lm_tokens"]),
+                f"{result['seconds']:.1f} s",
+                cost.get("device_name", result.get("device", "")),
+                _gib(result.get("peak_memory_bytes", 0)),
+                *_cost_cells(flops, pricing),
+            ]
+        )
+        totals = {
+            "samples": totals["samples"] + result["samples"],
+            "seconds": totals["seconds"] + result["seconds"],
+            "flops": totals["flops"] + (flops or 0.0),
+        }
+    rows.append(
+        [
+            "total",
+            "",
+            str(totals["samples"]),
+            "",
+            f"{totals['seconds']:.1f} s",
+            "",
+            "",
+            *_cost_cells(totals["flops"], pricing),
+        ]
+    )
+    blocks.append(
+        (
+            [
+                "stage",
+                "optimizer steps",
+                "samples",
+                "LLM tokens",
+                "wall time (measured)",
+                "device",
+                "peak GPU memory",
+                *_cost_header(pricing),
+            ],
+            rows,
+        )
+    )
     if record.get("evaluation"):
         evaluation = record["evaluation"]
-        blocks.append((["model", *evaluation["source"]],
-                       [[who, *(f"{v:.3f}" for v in evaluation[who].values())] for who in ("transferred", "source")]))
+        blocks.append(
+            (
+                ["model", *evaluation["source"]],
+                [[who, *(f"{v:.3f}" for v in evaluation[who].values())] for who in ("transferred", "source")],
+            )
+        )
     blocks += [Figure(f"{prefix}loss.png", _loss_plot(record)), Figure(f"{prefix}flops.png", _flops_plot(record))]
     return blocks
 
@@ -159,6 +201,7 @@ def _flops_plot(record: dict) -> bytes:
 
 # --------------------------------------------------------------------------- a comparison
 
+
 def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
@@ -168,25 +211,57 @@ def compare_section(folder: Path, prefix: str, pricing: Pricing) -> list[Block]:
     results = json.loads((folder / "results.json").read_text())
     config = results.get("config", {})
     curves = results_curves(results)
-    blocks: list[Block] = [f"## Comparison `{folder}`", f"{config.get('src', '')} → {config.get('dst', '')}, "
-                           f"{len(curves['tfs'])} seed(s). Speed-up as the paper defines it (e_TFS / e_VT):"]
-    blocks.append((["metric", "speed-up (epochs)", "speed-up (samples)", "speed-up (seconds)"],
-                   [[metric_label(m), *(format_speedup(u[k]) for k in ("epoch", "samples", "seconds"))]
-                    for m, u in results["speedup"].items()]))
+    blocks: list[Block] = [
+        f"## Comparison `{folder}`",
+        f"{config.get('src', '')} → {config.get('dst', '')}, "
+        f"{len(curves['tfs'])} seed(s). Speed-up as the paper defines it (e_TFS / e_VT):",
+    ]
+    blocks.append(
+        (
+            ["metric", "speed-up (epochs)", "speed-up (samples)", "speed-up (seconds)"],
+            [
+                [metric_label(m), *(format_speedup(u[k]) for k in ("epoch", "samples", "seconds"))]
+                for m, u in results["speedup"].items()
+            ],
+        )
+    )
     rows, reach = [], {}
     for metric in results["speedup"]:
         pairs = [speedup_points(curves["tfs"][s], curves["vpgtrans"][s], metric) for s in curves["tfs"]]
-        for arm, points in (("TFS (at its best)", [b for b, _ in pairs]),
-                            ("VPGTrans (beating it)", [r for _, r in pairs if r is not None])):
+        for arm, points in (
+            ("TFS (at its best)", [b for b, _ in pairs]),
+            ("VPGTrans (beating it)", [r for _, r in pairs if r is not None]),
+        ):
             flops = _mean([p.flops for p in points]) if points and all(p.flops for p in points) else None
             reach[(metric, arm)] = (flops, _mean([p.samples for p in points]))
-            rows.append([metric_label(metric), arm, f"{len(points)}/{len(pairs)}",
-                         _num(_mean([b.scores[metric] for b, _ in pairs])), _num(_mean([p.epoch for p in points])),
-                         _num(_mean([p.samples for p in points])), *_cost_cells(flops, pricing),
-                         _num(_mean([p.seconds for p in points]), " s")])
-    blocks += ["TFS against VPGTrans, mean over the seeds where the point exists:",
-               (["metric", "arm", "seeds", "target score", "epochs", "samples", *_cost_header(pricing),
-                 "wall time (measured)"], rows)]
+            rows.append(
+                [
+                    metric_label(metric),
+                    arm,
+                    f"{len(points)}/{len(pairs)}",
+                    _num(_mean([b.scores[metric] for b, _ in pairs])),
+                    _num(_mean([p.epoch for p in points])),
+                    _num(_mean([p.samples for p in points])),
+                    *_cost_cells(flops, pricing),
+                    _num(_mean([p.seconds for p in points]), " s"),
+                ]
+            )
+    blocks += [
+        "TFS against VPGTrans, mean over the seeds where the point exists:",
+        (
+            [
+                "metric",
+                "arm",
+                "seeds",
+                "target score",
+                "epochs",
+                "samples",
+                *_cost_header(pricing),
+                "wall time (measured)",
+            ],
+            rows,
+        ),
+    ]
     notes = [late_peak_note(list(curves["tfs"].values()), metric) for metric in results["speedup"]]
     notes.append(sweep_edge_note(results.get("tfs_lr_sweep", {})))
     blocks += [f"Note: {note}." for note in notes if note]
@@ -194,13 +269,22 @@ def compare_section(folder: Path, prefix: str, pricing: Pricing) -> list[Block]:
     for arm, per_seed in curves.items():
         last = [c[-1] for c in per_seed.values()]
         flops = _mean([p.flops for p in last]) if all(p.flops for p in last) else None
-        budget.append([arm, _num(_mean([p.samples for p in last])), *_cost_cells(flops, pricing),
-                       _num(_mean([p.seconds for p in last]), " s"), last[0].device or "—",
-                       _gib(max(p.peak_memory_bytes for p in last))])
-    blocks += ["Whole training budget per arm:",
-               (["arm", "samples", *_cost_header(pricing), "wall time (measured)", "device", "peak GPU memory"], budget),
-               Figure(f"{prefix}curves.png", _curves_plot(curves, list(results["speedup"]))),
-               Figure(f"{prefix}cost.png", _reach_plot(reach, pricing))]
+        budget.append(
+            [
+                arm,
+                _num(_mean([p.samples for p in last])),
+                *_cost_cells(flops, pricing),
+                _num(_mean([p.seconds for p in last]), " s"),
+                last[0].device or "—",
+                _gib(max(p.peak_memory_bytes for p in last)),
+            ]
+        )
+    blocks += [
+        "Whole training budget per arm:",
+        (["arm", "samples", *_cost_header(pricing), "wall time (measured)", "device", "peak GPU memory"], budget),
+        Figure(f"{prefix}curves.png", _curves_plot(curves, list(results["speedup"]))),
+        Figure(f"{prefix}cost.png", _reach_plot(reach, pricing)),
+    ]
     return blocks
 
 
@@ -210,8 +294,12 @@ def _curves_plot(curves: dict[str, dict[str, list[CurvePoint]]], metrics: list[s
     for ax, metric in zip(axes[0], metrics):
         for arm, per_seed in curves.items():
             columns = list(zip(*([(p.samples, p.scores[metric]) for p in c] for c in per_seed.values())))
-            ax.plot([statistics.fmean(x for x, _ in col) for col in columns],
-                    [statistics.fmean(y for _, y in col) for col in columns], marker="o", label=arm)
+            ax.plot(
+                [statistics.fmean(x for x, _ in col) for col in columns],
+                [statistics.fmean(y for _, y in col) for col in columns],
+                marker="o",
+                label=arm,
+            )
         ax.set_xlabel("training samples seen")
         ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)
@@ -235,6 +323,7 @@ def _reach_plot(reach: dict[tuple[str, str], tuple[float | None, float | None]],
 
 # --------------------------------------------------------------------------- rendering
 
+
 def _markdown(blocks: list[Block]) -> str:
     lines = []
     for block in blocks:
@@ -242,8 +331,11 @@ def _markdown(blocks: list[Block]) -> str:
             lines.append(f"![{block.name}]({block.name})")
         elif isinstance(block, tuple):
             header, rows = block
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(r) + " |" for r in rows)]
+            lines += [
+                "| " + " | ".join(header) + " |",
+                "|" + "---|" * len(header),
+                *("| " + " | ".join(r) + " |" for r in rows),
+            ]
         else:
             lines.append(block)
         lines.append("")
@@ -259,17 +351,26 @@ def _html(blocks: list[Block]) -> str:
         elif isinstance(block, tuple):
             header, rows = block
             cells = lambda tag, row: "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row)  # noqa: E731
-            body.append("<table><tr>" + cells("th", header) + "</tr>"
-                        + "".join("<tr>" + cells("td", r) + "</tr>" for r in rows) + "</table>")
+            body.append(
+                "<table><tr>"
+                + cells("th", header)
+                + "</tr>"
+                + "".join("<tr>" + cells("td", r) + "</tr>" for r in rows)
+                + "</table>"
+            )
         elif block.startswith("#"):
             level = len(block) - len(block.lstrip("#"))
             body.append(f"<h{level}>{html.escape(block.lstrip('# ')).replace('`', '')}</h{level}>")
         else:
             body.append(f"<p>{html.escape(block)}</p>")
-    style = ("body{font-family:sans-serif;max-width:72em;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #bbb;padding:.25em .6em;text-align:right}img{max-width:100%}")
-    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>vpgtrans cost report</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:72em;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #bbb;padding:.25em .6em;text-align:right}img{max-width:100%}"
+    )
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>vpgtrans cost report</title>'
+        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 def write_report(folders: list[str | Path], out: str | Path, pricing: Pricing = Pricing()) -> Path:

@@ -50,8 +50,12 @@ def library_versions() -> dict[str, str]:
     from .. import __version__
 
     return {
-        "vpgtrans": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__, "datasets": datasets.__version__, "python": platform.python_version(),
+        "vpgtrans": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+        "python": platform.python_version(),
     }
 
 
@@ -66,7 +70,9 @@ class RunFolder:
             if overwrite:
                 shutil.rmtree(self.path)
             elif not run_json.exists():
-                raise VPGTransError(f"{self.path}: OUT is not empty and holds no run.json; choose another OUT or pass --overwrite")
+                raise VPGTransError(
+                    f"{self.path}: OUT is not empty and holds no run.json; choose another OUT or pass --overwrite"
+                )
             else:
                 previous = json.loads(run_json.read_text())
                 saved = {"command": previous.get("command"), **previous.get("config", {})}
@@ -77,7 +83,9 @@ class RunFolder:
                         "choose another OUT or pass --overwrite"
                     )
                 if not resume:
-                    raise VPGTransError(f"{run_json}: OUT already holds this run; pass --resume to continue it or --overwrite")
+                    raise VPGTransError(
+                        f"{run_json}: OUT already holds this run; pass --resume to continue it or --overwrite"
+                    )
         self.path.mkdir(parents=True, exist_ok=True)
         self.record = RunRecord(command, config, library_versions(), stages=(previous or {}).get("stages", {}))
         self.log = JsonlLog(self.path / "log.jsonl")
@@ -96,8 +104,9 @@ class RunFolder:
         write_text_atomic(self.path / "run.json", json.dumps(asdict(self.record), indent=2, default=str))
 
 
-def collator_for(processor: Blip2Processor, model: Blip2ForConditionalGeneration,
-                 training: TrainingConfig) -> CaptionCollator:
+def collator_for(
+    processor: Blip2Processor, model: Blip2ForConditionalGeneration, training: TrainingConfig
+) -> CaptionCollator:
     return CaptionCollator(
         tokenizer=processor.tokenizer,
         image_processor=processor.image_processor,
@@ -107,14 +116,31 @@ def collator_for(processor: Blip2Processor, model: Blip2ForConditionalGeneration
     )
 
 
-def run_stage(model: Blip2ForConditionalGeneration, processor: Blip2Processor, data: CaptionData, spec: StageSpec,
-              training: TrainingConfig, run: RunFolder, accelerator: Accelerator) -> StageResult:
+def run_stage(
+    model: Blip2ForConditionalGeneration,
+    processor: Blip2Processor,
+    data: CaptionData,
+    spec: StageSpec,
+    training: TrainingConfig,
+    run: RunFolder,
+    accelerator: Accelerator,
+) -> StageResult:
     """Train one stage on DATA and record it, with its cost, in run.json."""
     stage = stage_config(spec, training, len(data.records), accelerator.num_processes)
-    result = train_stage(accelerator, model, CaptionDataset(data.records), collator_for(processor, model, training),
-                         stage, run.checkpoints(stage.name), run.log)
+    result = train_stage(
+        accelerator,
+        model,
+        CaptionDataset(data.records),
+        collator_for(processor, model, training),
+        stage,
+        run.checkpoints(stage.name),
+        run.log,
+    )
     flops = stage_flops(model.config, result, qformer_trained="qformer" in stage.trainable)
-    run.record.stages[stage.name] = {"config": asdict(stage), "result": asdict(result),
-                                     "cost": cost_record(flops, result.device)}
+    run.record.stages[stage.name] = {
+        "config": asdict(stage),
+        "result": asdict(result),
+        "cost": cost_record(flops, result.device),
+    }
     run.save()
     return result

@@ -148,14 +148,27 @@ def _latest_checkpoint(folder: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
-def _save_checkpoint(folder: Path, model, names: list[str], optimizer, scheduler, result: StageResult,
-                     epoch_micro: tuple[int, int], optimizer_name: str) -> None:
+def _save_checkpoint(
+    folder: Path,
+    model,
+    names: list[str],
+    optimizer,
+    scheduler,
+    result: StageResult,
+    epoch_micro: tuple[int, int],
+    optimizer_name: str,
+) -> None:
     params = dict(model.named_parameters())
     with atomic_dir(folder / f"step-{result.steps:08d}") as tmp:
         save_file({n: params[n].detach().float().cpu().contiguous() for n in names}, str(tmp / "trainable.safetensors"))
         torch.save(
-            {"optimizer_name": optimizer_name, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            {
+                "optimizer_name": optimizer_name,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
             tmp / "state.pt",
         )
         (tmp / "progress.json").write_text(json.dumps({"result": asdict(result), "epoch_micro": epoch_micro}))
@@ -164,8 +177,9 @@ def _save_checkpoint(folder: Path, model, names: list[str], optimizer, scheduler
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_checkpoint(path: Path, model, names: list[str], optimizer, scheduler,
-                     optimizer_name: str) -> tuple[StageResult, tuple[int, int]]:
+def _load_checkpoint(
+    path: Path, model, names: list[str], optimizer, scheduler, optimizer_name: str
+) -> tuple[StageResult, tuple[int, int]]:
     tensors = load_file(str(path / "trainable.safetensors"))
     if set(tensors) != set(names):
         raise VPGTransError(f"{path}: checkpoint holds other parameters than this stage trains")
@@ -176,7 +190,9 @@ def _load_checkpoint(path: Path, model, names: list[str], optimizer, scheduler,
     state = torch.load(path / "state.pt", weights_only=False)
     saved = state["optimizer_name"]
     if saved != optimizer_name:
-        raise VPGTransError(f"{path}: checkpoint was trained with optimizer {saved!r}, this stage uses {optimizer_name!r}")
+        raise VPGTransError(
+            f"{path}: checkpoint was trained with optimizer {saved!r}, this stage uses {optimizer_name!r}"
+        )
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
@@ -215,8 +231,13 @@ def train_stage(
     # The loader's own generator keeps iterator start-up off the global RNG that dropout uses,
     # so a resumed run draws exactly the same dropout masks.
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
-        num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed),
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        drop_last=True,
+        num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(config.seed),
     )
     prepared_model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
@@ -224,8 +245,9 @@ def train_stage(
     epoch, micro = 0, 0
     latest = _latest_checkpoint(checkpoint_dir)
     if latest is not None:
-        result, (epoch, micro) = _load_checkpoint(latest, accelerator.unwrap_model(prepared_model), names, optimizer, scheduler,
-                                                  config.optimizer)
+        result, (epoch, micro) = _load_checkpoint(
+            latest, accelerator.unwrap_model(prepared_model), names, optimizer, scheduler, config.optimizer
+        )
         result.resumed_from_step = result.steps
         if log:
             log.truncate_after(config.name, result.steps)
@@ -258,17 +280,35 @@ def train_stage(
             step_losses = []
             result.seconds = time.perf_counter() - started
             bar.update(1)
-            bar.set_postfix(loss=f"{result.losses[-1]:.4f}", samples_per_s=f"{result.samples / max(result.seconds, 1e-9):.1f}")
+            bar.set_postfix(
+                loss=f"{result.losses[-1]:.4f}", samples_per_s=f"{result.samples / max(result.seconds, 1e-9):.1f}"
+            )
             if log and accelerator.is_main_process:
-                log.write({"stage": config.name, "step": result.steps, "loss": result.losses[-1],
-                           "lr": scheduler.get_last_lr()[0], "samples": result.samples, "seconds": round(result.seconds, 3)})
+                log.write(
+                    {
+                        "stage": config.name,
+                        "step": result.steps,
+                        "loss": result.losses[-1],
+                        "lr": scheduler.get_last_lr()[0],
+                        "samples": result.samples,
+                        "seconds": round(result.seconds, 3),
+                    }
+                )
             done = result.steps >= config.steps
             if done or result.steps % config.checkpoint_every == 0:
                 if torch.cuda.is_available():
                     result.peak_memory_bytes = max(result.peak_memory_bytes, torch.cuda.max_memory_allocated())
                 if accelerator.is_main_process:
-                    _save_checkpoint(checkpoint_dir, accelerator.unwrap_model(prepared_model), names, optimizer,
-                                     scheduler, result, (epoch, micro), config.optimizer)
+                    _save_checkpoint(
+                        checkpoint_dir,
+                        accelerator.unwrap_model(prepared_model),
+                        names,
+                        optimizer,
+                        scheduler,
+                        result,
+                        (epoch, micro),
+                        config.optimizer,
+                    )
                 accelerator.wait_for_everyone()
             if on_step is not None and accelerator.is_main_process:
                 paused = time.perf_counter()

@@ -46,9 +46,10 @@ def write_dataset(
             captions_file.write(json.dumps({image_key: name, "caption": caption(scene)}) + "\n")
             scenes_file.write(json.dumps({"image": name, **scene.to_dict()}) + "\n")
             for question, answer in questions(scene, rng, config):
-                qa_file.write(json.dumps(
-                    {"image": name, "question_id": question_id, "question": question, "answer": answer}
-                ) + "\n")
+                qa_file.write(
+                    json.dumps({"image": name, "question_id": question_id, "question": question, "answer": answer})
+                    + "\n"
+                )
                 question_id += 1
     return caption_path
 

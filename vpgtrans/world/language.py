@@ -60,7 +60,7 @@ def questions(scene: Scene, rng: np.random.Generator, config: WorldConfig = Worl
 
     unique = [o for o in objs if _count_of(objs, colour=o.colour, shape=o.shape) == 1]
     for i, first in enumerate(unique):
-        for second in unique[i + 1:]:
+        for second in unique[i + 1 :]:
             a, b = (first, second) if rng.random() < 0.5 else (second, first)
             names = f"the {a.colour} {a.shape}", f"the {b.colour} {b.shape}"
             if a.col != b.col:
@@ -95,10 +95,16 @@ _SEPARATORS = {"and", "a", "an", ",", ".", ";"}
 def _mention(words: list[str]) -> Mention:
     """Read the attribute words of one mention, in any order; other words are ignored."""
     words = [_SYNONYMS.get(w, w) for w in words]
-    found = {kind: [w for w in words if w in vocab] for kind, vocab in (
-        ("colour", COLOURS), ("shape", SHAPES), ("size", SIZES),
-        ("vertical", ("top", "bottom")), ("horizontal", ("left", "right")),
-    )}
+    found = {
+        kind: [w for w in words if w in vocab]
+        for kind, vocab in (
+            ("colour", COLOURS),
+            ("shape", SHAPES),
+            ("size", SIZES),
+            ("vertical", ("top", "bottom")),
+            ("horizontal", ("left", "right")),
+        )
+    }
     last = {kind: hits[-1] if hits else None for kind, hits in found.items()}
     place = " ".join(w for w in (last["vertical"], last["horizontal"]) if w)
     return Mention(last["colour"], last["shape"], last["size"], place or ("center" if "center" in words else None))

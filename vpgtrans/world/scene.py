@@ -128,10 +128,7 @@ def _offsets(image_size: int, cell: int, side: int) -> tuple[int, ...]:
 def _boxes_apart(a: tuple[int, int, int], b: tuple[int, int, int], gap: int) -> bool:
     """Whether two (x, y, side) boxes are separated by at least `gap` empty pixels."""
     (ax, ay, a_side), (bx, by, b_side) = a, b
-    return (
-        ax + a_side + gap <= bx or bx + b_side + gap <= ax
-        or ay + a_side + gap <= by or by + b_side + gap <= ay
-    )
+    return ax + a_side + gap <= bx or bx + b_side + gap <= ax or ay + a_side + gap <= by or by + b_side + gap <= ay
 
 
 def generate_scene(rng: np.random.Generator, config: WorldConfig = WorldConfig()) -> Scene:
@@ -152,11 +149,16 @@ def generate_scene(rng: np.random.Generator, config: WorldConfig = WorldConfig()
             if not all(_boxes_apart(box, other, config.min_gap) for other in boxes):
                 break
             boxes.append(box)
-            objects.append(SceneObject(
-                colour=config.colours[int(rng.integers(len(config.colours)))],
-                shape=config.shapes[int(rng.integers(len(config.shapes)))],
-                size=size, position=POSITIONS[cell], x=box[0], y=box[1],
-            ))
+            objects.append(
+                SceneObject(
+                    colour=config.colours[int(rng.integers(len(config.colours)))],
+                    shape=config.shapes[int(rng.integers(len(config.shapes)))],
+                    size=size,
+                    position=POSITIONS[cell],
+                    x=box[0],
+                    y=box[1],
+                )
+            )
         else:
             return Scene(tuple(objects), background)
     raise RuntimeError("no room for that many objects; lower max_objects or raise image_size")
@@ -168,7 +170,7 @@ def render(scene: Scene, config: WorldConfig = WorldConfig()) -> Image.Image:
     sides = config.size_px
     for obj in scene.objects:
         side = sides[obj.size]
-        window = pixels[obj.y:obj.y + side, obj.x:obj.x + side]
+        window = pixels[obj.y : obj.y + side, obj.x : obj.x + side]
         window[shape_mask(obj.shape, side)] = COLOURS[obj.colour]
     return Image.fromarray(pixels, mode="RGB")
 

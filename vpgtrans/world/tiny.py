@@ -9,7 +9,6 @@ only small. Everything here is ordinary `tokenizers` / `transformers` objects.
 from __future__ import annotations
 
 import json
-
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -202,9 +201,8 @@ def blip2_with_language_model(lm, tokenizer: PreTrainedTokenizerFast, size: VPGS
 
     The tokenizer gains `<image>` and the LM an embedding row for it, as `Blip2Processor` expects.
     """
-    from transformers import Blip2Processor
-
     import torch
+    from transformers import Blip2Processor
 
     tokenizer.add_tokens(["<image>"], special_tokens=True)
     if len(tokenizer) > lm.get_input_embeddings().weight.shape[0]:
@@ -212,7 +210,8 @@ def blip2_with_language_model(lm, tokenizer: PreTrainedTokenizerFast, size: VPGS
     config = blip2_config(lm.config, size, tokenizer.convert_tokens_to_ids("<image>"))
     model = blip2_model(config, seed)
     model.language_model.load_state_dict(lm.state_dict())
-    processor = Blip2Processor(image_processor=image_processor(size.image_size), tokenizer=tokenizer,
-                               num_query_tokens=size.num_query_tokens)
+    processor = Blip2Processor(
+        image_processor=image_processor(size.image_size), tokenizer=tokenizer, num_query_tokens=size.num_query_tokens
+    )
     torch.manual_seed(seed)
     return model, processor

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 200, 60),
@@ -24,9 +23,15 @@ SHAPE_PLURALS: dict[str, str] = {
 SIZES: tuple[str, ...] = ("small", "large")
 # Grid cells in reading order: index = row * 3 + column.
 POSITIONS: tuple[str, ...] = (
-    "top left", "top", "top right",
-    "left", "center", "right",
-    "bottom left", "bottom", "bottom right",
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "center",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
 )
 PLACE_PHRASES: dict[str, str] = {
     "top left": "in the top left",
@@ -40,13 +45,21 @@ PLACE_PHRASES: dict[str, str] = {
     "bottom right": "in the bottom right",
 }
 NUMBER_WORDS: tuple[str, ...] = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
 )
 
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
 _QUESTION_WORDS = (
-    "what colour is the object shape size how many objects are there is a left of above "
-    "yes no Question Answer"
+    "what colour is the object shape size how many objects are there is a left of above yes no Question Answer"
 )
 
 
@@ -57,7 +70,12 @@ def tokenize_words(text: str) -> list[str]:
 
 VOCABULARY: list[str] = sorted(
     set(tokenize_words(" ".join(PLACE_PHRASES.values())))
-    | set(COLOURS) | set(SHAPES) | set(SHAPE_PLURALS.values()) | set(SIZES) | set(NUMBER_WORDS)
-    | set(tokenize_words(_QUESTION_WORDS)) | {"a", "and", ".", "?", ":"}
+    | set(COLOURS)
+    | set(SHAPES)
+    | set(SHAPE_PLURALS.values())
+    | set(SIZES)
+    | set(NUMBER_WORDS)
+    | set(tokenize_words(_QUESTION_WORDS))
+    | {"a", "and", ".", "?", ":"}
 )
 """Every word and punctuation mark that captions, questions and pretraining texts use."""
