@@ -18,6 +18,7 @@ from vpgtrans.errors import VPGTransError
 from vpgtrans.presets import ModelPreset, read_tables, resources_root
 from vpgtrans.recipes import Recipe, parse_recipe, transfer_recipes
 from vpgtrans.training.stages import TrainingConfig
+from vpgtrans.world.zoo import load_zoo_config
 
 PACKAGE = Path(vpgtrans.__file__).parent
 
@@ -92,6 +93,7 @@ def test_every_recipe_key_is_a_config_field():
             assert set(body) <= recipe_fields, (path, name, set(body) - recipe_fields)
         for name, body in data.get("models", {}).items():
             assert set(body) <= model_fields, (path, name, set(body) - model_fields)
+    load_zoo_config(resources_root() / "recipes" / "toy" / "zoo.toml")  # strict, like the transfers
     recipes = transfer_recipes()
     assert {"default", "toy-tas", "toy-tat", "opt-2.7b-to-6.7b", "opt-2.7b-to-llama-7b"} <= set(recipes)
     assert recipes["toy-tat"].training_config().stage1_epochs == 2.0
@@ -164,3 +166,12 @@ def test_numeric_flags_are_checked_before_anything_runs(flags, message, tmp_path
     assert main(["transfer", "--out", str(tmp_path / "run"), *flags]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_docs_flag_reference_is_current():
+    """docs/commands.md carries the parser's own reference: regenerate it with
+    `python -m vpgtrans.cli.reference` after changing a config field."""
+    from vpgtrans.cli.reference import BEGIN, END, flag_reference
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "commands.md").read_text()
+    assert text[text.index(BEGIN) : text.index(END) + len(END)] == flag_reference()

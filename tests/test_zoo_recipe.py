@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
 from vpgtrans.presets import resources_root
@@ -127,3 +128,19 @@ def test_reuse_lms_without_a_built_zoo_says_so(tmp_path):
     done = build(tmp_path / "micro.toml", tmp_path / "empty", "--reuse-lms")
     assert done.returncode != 0
     assert "zoo.json not found" in done.stderr and "build the whole zoo" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda text: text.replace("[vision]", "[vision]\nstep = 3"), "[vision]: unknown key(s) 'step'"),
+        (lambda text: text.replace('family = "opt"', 'family = "gpt"', 1), "family 'gpt' is not one of opt, llama"),
+        (lambda text: text.replace("[evaluation]", "[evaluation]\nheldout = 1"), "[evaluation]: unknown key(s)"),
+    ],
+)
+def test_a_typo_in_the_zoo_recipe_is_named(tmp_path, edit, message):
+    config = tmp_path / "zoo.toml"
+    config.write_text(edit((Path(__file__).resolve().parents[1] / "recipes" / "toy" / "zoo.toml").read_text()))
+    done = build(config, tmp_path / "out")
+    assert done.returncode != 0 and f"{config}" in done.stderr and message in done.stderr, done.stderr[-500:]
+    assert not (tmp_path / "out").exists()

@@ -40,7 +40,8 @@ class TransferConfig:
     )
     prompt_scale: bool = option(
         False,
-        "rescale the fused projector to the source's soft-prompt / word-embedding ratio (docs/results.md#prompt-scale)",
+        "rescale the fused projector to the source's soft-prompt / word-embedding ratio "
+        "(docs/results.md#the-prompt-scale-option)",
     )
     skip_bad_samples: bool = option(False, "skip and count unreadable records instead of failing")
     eval: str | None = option(None, "held-out miniature-world folder to score the result and the source on")

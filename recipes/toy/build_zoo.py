@@ -21,7 +21,6 @@ import math
 import os
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 # MKL picks kernels by memory alignment and thread counts by load unless told not to, so two
@@ -35,6 +34,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Blip2VisionModel
 
 from vpgtrans import world
+from vpgtrans.errors import VPGTransError
 from vpgtrans.evaluation.evaluate import load_world, world_scores
 from vpgtrans.pipeline import save_model
 from vpgtrans.training.data import CaptionDataset, load_caption_data
@@ -42,6 +42,7 @@ from vpgtrans.training.run import collator_for
 from vpgtrans.training.stages import FINETUNE, TrainingConfig
 from vpgtrans.training.trainer import StageConfig, make_accelerator, train_stage
 from vpgtrans.world import tiny
+from vpgtrans.world.zoo import load_zoo_config
 
 HERE = Path(__file__).resolve().parent
 
@@ -241,7 +242,10 @@ def main() -> None:
         "them again: for recipe changes that touch only the VPG",
     )
     args = parser.parse_args()
-    cfg = tomllib.loads(Path(args.config).read_text())
+    try:
+        cfg = load_zoo_config(args.config)
+    except VPGTransError as exc:
+        parser.error(str(exc))
     out = Path(args.out)
     if args.reuse_lms and not (out / "zoo.json").exists():
         parser.error(f"--reuse-lms: {out / 'zoo.json'} not found; build the whole zoo there first")

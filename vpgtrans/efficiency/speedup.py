@@ -55,7 +55,7 @@ LATE_PEAK_SHARE = 0.2  # of the budget: a TFS best this close to the end may not
 
 def late_peak_note(tfs_curves: list[list[CurvePoint]], metric: str) -> str | None:
     """A warning when TFS peaks in the last fifth of its budget: it may not have converged, and
-    e_TFS, so the speed-up, then moves with the budget (docs/benchmarks.md, "How long TFS trains")."""
+    e_TFS, so the speed-up, then moves with the budget (docs/results.md#speed-up-depends-on-the-tfs-budget)."""
     budget = tfs_curves[0][-1].epoch
     late = sum(budget - tfs_best(c, metric).epoch <= LATE_PEAK_SHARE * budget for c in tfs_curves)
     if not late:
