@@ -23,19 +23,12 @@ def _run(*cmd: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_wheel_installs_and_transfers_from_any_folder(tmp_path):
-    _run(
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--no-build-isolation",
-        "-q",
-        "-w",
-        str(tmp_path / "dist"),
-        str(ROOT),
-    )
-    (wheel,) = (tmp_path / "dist").glob("vpgtrans-*.whl")
+    source = tmp_path / "source"  # a copy: setuptools builds inside the tree it is given
+    ignored = shutil.ignore_patterns(".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache")
+    shutil.copytree(ROOT, source, ignore=ignored)
+    dist = tmp_path / "dist"
+    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source))
+    (wheel,) = dist.glob("vpgtrans-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"vpgtrans/_resources/recipes/transfers.toml", "vpgtrans/_resources/recipes/models.toml",
             "vpgtrans/_resources/checkpoints/toy-llama/model.safetensors",
