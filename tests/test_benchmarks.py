@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from vpgtrans.errors import VPGTransError
-from vpgtrans.evaluation.metrics import cider_d
-from vpgtrans.evaluation.ptb import ptb_tokenize
-from vpgtrans.evaluation.tasks import (
+from vpgtrans.evaluation.formats import (
     BenchmarkFormatError,
     CaptionSample,
     VQASample,
@@ -18,9 +16,10 @@ from vpgtrans.evaluation.tasks import (
     load_gqa,
     load_nocaps,
     load_vqa,
-    read_predictions,
-    score,
 )
+from vpgtrans.evaluation.metrics import cider_d
+from vpgtrans.evaluation.ptb import ptb_tokenize
+from vpgtrans.evaluation.tasks import read_predictions, score
 
 
 def _write_json(path: Path, data: object) -> Path:

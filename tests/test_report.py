@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from real_configs import BLIP2_OPT_2_7B, OPT_6_7B
 
 from vpgtrans.cli.main import main
 from vpgtrans.reports.costs import DEFAULT_MFU
@@ -117,41 +118,6 @@ def test_report_on_a_run_and_a_comparison(run_dir, compare_dir, tmp_path, capsys
 def test_report_refuses_other_folders(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) != 0
     assert "neither a transfer run (run.json) nor a compare folder (results.json)" in capsys.readouterr().err
-
-
-OPT_6_7B = {
-    "model_type": "opt",
-    "hidden_size": 4096,
-    "ffn_dim": 16384,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "vocab_size": 50272,
-    "max_position_embeddings": 2048,
-    "word_embed_proj_dim": 4096,
-    "do_layer_norm_before": True,
-}
-BLIP2_OPT_2_7B = {
-    "model_type": "blip-2",
-    "num_query_tokens": 32,
-    "vision_config": {
-        "hidden_size": 1408,
-        "intermediate_size": 6144,
-        "num_hidden_layers": 39,
-        "num_attention_heads": 16,
-        "image_size": 224,
-        "patch_size": 14,
-        "qkv_bias": True,
-    },
-    "qformer_config": {
-        "hidden_size": 768,
-        "intermediate_size": 3072,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "cross_attention_frequency": 2,
-        "encoder_hidden_size": 1408,
-    },
-    "text_config": {**OPT_6_7B, "hidden_size": 2560, "ffn_dim": 10240, "word_embed_proj_dim": 2560},
-}
 
 
 def _estimate(capsys, *argv: str) -> dict:

@@ -21,12 +21,11 @@ from ..errors import VPGTransError
 from ..io.atomic import write_text_atomic
 from ..io.images import open_rgb
 from ..training.stages import DTYPES, PRECISIONS
+from .formats import CaptionSample, VQASample
 from .generation import GenerationSettings, generate
 from .tasks import (
     CAPTION_TASKS,
     TASKS,
-    CaptionSample,
-    VQASample,
     get_task,
     load_references,
     prediction_fields,
