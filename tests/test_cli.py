@@ -324,5 +324,7 @@ def test_unreachable_hub_id_is_named(zoo, tmp_path, capsys, monkeypatch):
         )
         != 0
     )
-    assert "no-such-org/no-such-blip2: not a local folder and not readable from the hub" in _error(capsys)
+    assert "no-such-org/no-such-blip2: not a local folder, and config.json could not be read from the hub" in _error(
+        capsys
+    )
     assert not (tmp_path / "o").exists()

@@ -12,7 +12,13 @@ Names load on first use, so `import vpgtrans` (and the CLI's argument parsing) s
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# Bound every hub call (transformers' downloads included) unless the user chose otherwise: a hub
+# that accepts connections and never answers would otherwise hang a run for minutes.
+os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
 
 __version__ = "0.2.0"
 

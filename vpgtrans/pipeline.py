@@ -12,9 +12,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
 from .config import option, validate
+from .errors import VPGTransError
 from .evaluation.evaluate import WORLD_METRICS, load_world, world_scores
 from .io.atomic import atomic_dir
 from .method.converter import CONVERTER_METHODS, ConverterFitConfig, WordConverter, fit_converter
@@ -79,48 +81,52 @@ def initialise(
     return set_precision(model, precision), processor, report
 
 
+def check_precision(precision: str) -> None:
+    """fp16 autocast needs a GPU; refuse it on a CPU-only machine before anything runs."""
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise VPGTransError("--precision fp16 needs a CUDA GPU and none is visible; use bf16 or fp32 on a CPU")
+
+
 def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """`vpgtrans transfer`: the four steps in order; returns OUT/model."""
     started = time.perf_counter()
     training = config.training
+    check_precision(training.precision)
     data = load_caption_data(config.data, config.skip_bad_samples)
     check_blip2_ref(config.src)  # fail on bad references before OUT is created
     check_causal_lm_ref(config.dst)
     world = load_world(config.eval, config.eval_limit) if config.eval else None
     accelerator = make_accelerator(training.precision, training.grad_accum)
-    run = RunFolder(config.out, "transfer", json.loads(json.dumps(asdict(config))), resume, overwrite)
-
-    converter_path = run.path / "converter.safetensors"
-    if converter_path.exists():
-        converter = WordConverter.load(converter_path)
-    else:
-        converter = fit_converter(
-            config.src, config.dst, data.captions(), ConverterFitConfig(method=config.converter, seed=training.seed)
+    run = RunFolder(config.out, "transfer", json.loads(json.dumps(asdict(config))), resume, overwrite,
+                    inputs=(config.data, config.src, config.dst, config.eval))  # fmt: skip
+    try:
+        converter_path = run.path / "converter.safetensors"
+        if converter_path.exists():
+            converter = WordConverter.load(converter_path)
+        else:
+            fit = ConverterFitConfig(method=config.converter, seed=training.seed)
+            converter = fit_converter(config.src, config.dst, data.captions(), fit)
+            converter.save(converter_path)
+        records = data.records if config.prompt_scale else None
+        model, processor, graft_report = initialise(
+            config.src, config.dst, converter, training.precision, training.seed, records
         )
-        converter.save(converter_path)
-    model, processor, graft_report = initialise(
-        config.src,
-        config.dst,
-        converter,
-        training.precision,
-        training.seed,
-        data.records if config.prompt_scale else None,
-    )
-    run.save(
-        converter=asdict(converter.report) if converter.report else None,
-        graft=asdict(graft_report),
-        data={"path": str(data.path), "samples": len(data.records), "skipped": data.skipped},
-    )
-
-    for spec in (WARMUP, FINETUNE):
-        run_stage(model, processor, data, spec, training, run, accelerator)
-    model_dir = run.path / "model"
-    if accelerator.is_main_process:
-        save_model(model, processor, model_dir)
-    run.save(model=str(model_dir), wall_seconds=time.perf_counter() - started)
-    if world and accelerator.is_main_process:
-        run.save(evaluation=evaluate_against_source(model, processor, config.src, world, training.precision))
-    run.save(status="done")
+        run.save(
+            converter=asdict(converter.report) if converter.report else None,
+            graft=asdict(graft_report),
+            data={"path": str(data.path), "samples": len(data.records), "skipped": data.skipped},
+        )
+        for spec in (WARMUP, FINETUNE):
+            run_stage(model, processor, data, spec, training, run, accelerator)
+        model_dir = run.path / "model"
+        if accelerator.is_main_process:
+            save_model(model, processor, model_dir)
+        run.save(model=str(model_dir), wall_seconds=time.perf_counter() - started)
+        if world and accelerator.is_main_process:
+            run.save(evaluation=evaluate_against_source(model, processor, config.src, world, training.precision))
+        run.save(status="done")
+    finally:
+        run.close()
     return model_dir
 
 
@@ -141,16 +147,21 @@ class StageRunConfig:
 def run_single_stage(spec: StageSpec, config: StageRunConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """One stage of the method on a grafted model folder; returns OUT/model."""
     training = config.training
+    check_precision(training.precision)
     data = load_caption_data(config.data, config.skip_bad_samples)
     model, processor = load_blip2(config.model, DTYPES[training.precision])
     set_precision(model, training.precision)
     accelerator = make_accelerator(training.precision, training.grad_accum)
-    run = RunFolder(config.out, spec.name, json.loads(json.dumps(asdict(config))), resume, overwrite)
-    run_stage(model, processor, data, spec, training, run, accelerator)
-    model_dir = run.path / "model"
-    if accelerator.is_main_process:
-        save_model(model, processor, model_dir)
-    run.save(status="done", model=str(model_dir))
+    config_record = json.loads(json.dumps(asdict(config)))
+    run = RunFolder(config.out, spec.name, config_record, resume, overwrite, inputs=(config.model, config.data))
+    try:
+        run_stage(model, processor, data, spec, training, run, accelerator)
+        model_dir = run.path / "model"
+        if accelerator.is_main_process:
+            save_model(model, processor, model_dir)
+        run.save(status="done", model=str(model_dir))
+    finally:
+        run.close()
     return model_dir
 
 

@@ -33,6 +33,7 @@ from ..evaluation.evaluate import (
     world_scores,
 )
 from ..io.atomic import differing_keys, write_text_atomic
+from ..io.outdir import OutLock, check_out, remove_outputs
 from ..method.converter import CONVERTER_METHODS, ConverterFitConfig, WordConverter, fit_converter
 from ..method.graft import reinitialise_vpg
 from ..pipeline import initialise
@@ -258,6 +259,7 @@ def _curve_path(out: Path, arm: str, seed: int, lr: float) -> Path:
     return out / "curves" / f"{arm}-seed{seed}-lr{lr:g}.json"
 
 
+COMPARE_OUTPUTS = ("curves", "work", "results.json", "results.md", "curve-*.png")  # what --overwrite deletes
 NOT_CURVE_SETTINGS = ("out", "arms", "seeds", "tfs_lrs")  # which curves a compare asks for, not how they are made
 
 
@@ -305,16 +307,29 @@ def run_compare(config: CompareConfig, resume: bool = False, overwrite: bool = F
 
     An OUT that already holds curves is continued only with `resume` (curves saved with other
     settings are refused) and emptied first with `overwrite`."""
+    if resume and overwrite:
+        raise VPGTransError("--resume and --overwrite contradict each other: continue OUT's compare, or start afresh")
     metrics = metric_names(config)
     inputs = CompareInputs.load(config)
     out = Path(config.out)
-    if overwrite:
-        shutil.rmtree(out, ignore_errors=True)
-    elif (out / "curves").is_dir() and any((out / "curves").iterdir()) and not resume:
+    files = [config.data, config.src, config.dst, config.eval]
+    check_out(out, [*files, *(f for b in config.benchmarks for f in (b.data, b.images, b.annotations))])
+    if (out / "curves").is_dir() and any((out / "curves").iterdir()) and not (resume or overwrite):
         raise VPGTransError(
             f"{out / 'curves'}: OUT already holds a compare; pass --resume to continue it "
             "(arms already finished are reused) or --overwrite to start afresh"
         )
+    out.mkdir(parents=True, exist_ok=True)
+    lock = OutLock(out).acquire()
+    try:
+        if overwrite:
+            remove_outputs(out, COMPARE_OUTPUTS)
+        return _compare(config, inputs, metrics, out)
+    finally:
+        lock.release()
+
+
+def _compare(config: CompareConfig, inputs: CompareInputs, metrics: tuple[str, ...], out: Path) -> dict:
     converters: dict = {}
     sweep = {}
     tfs_lr = config.training.lr

@@ -8,6 +8,8 @@ from pathlib import Path
 from ..errors import VPGTransError
 from ..presets import resolve_model_ref
 
+HUB_TIMEOUT_SECONDS = 10  # a hub that accepts connections and never answers must not hang a run
+
 
 def model_file(ref: str, filename: str) -> Path | None:
     """Path of `filename` inside model `ref`, downloading just that file for hub ids; None if absent."""
@@ -22,10 +24,11 @@ def model_file(ref: str, filename: str) -> Path | None:
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
-        return Path(hf_hub_download(ref, filename))
-    except LocalEntryNotFoundError as exc:  # offline and not cached: say so, not "file absent"
+        return Path(hf_hub_download(ref, filename, etag_timeout=HUB_TIMEOUT_SECONDS))
+    except LocalEntryNotFoundError as exc:  # unreachable (offline, or no answer in time) and not cached
         raise VPGTransError(
-            f"{ref}: not a local folder and not readable from the hub (offline, not in the cache)"
+            f"{ref}: not a local folder, and {filename} could not be read from the hub (no answer within "
+            f"{HUB_TIMEOUT_SECONDS} s, or offline) nor from the local cache"
         ) from exc
     except EntryNotFoundError:
         return None
@@ -44,3 +47,26 @@ def read_config(ref: str) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise VPGTransError(f"{path}: malformed JSON at line {exc.lineno}: {exc.msg}") from exc
+
+
+def check_weight_files(ref: str) -> None:
+    """Every safetensors file of a local model folder whole: its size covers what its header
+    declares (a truncated download fails here, naming the file, not deep inside loading)."""
+    folder = Path(resolve_model_ref(ref))
+    if not folder.is_dir():
+        return  # a hub id: the hub client checks what it downloads
+    for path in sorted(folder.glob("*.safetensors")):
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as f:
+                length = int.from_bytes(f.read(8), "little")
+                if length <= 0 or 8 + length > size:
+                    raise ValueError("header")
+                header = json.loads(f.read(length))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise VPGTransError(f"{path}: not a safetensors file, or its header is cut off ({size} bytes)") from exc
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        if 8 + length + end > size:
+            raise VPGTransError(
+                f"{path}: truncated ({size:,} bytes, its header declares {8 + length + end:,}); download it again"
+            )

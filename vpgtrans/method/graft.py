@@ -24,8 +24,9 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from ..errors import VPGTransError
-from ..io.hub import read_config
+from ..io.hub import check_weight_files, read_config
 from ..presets import resolve_model_ref
+from ..reports.costs import llm_params
 from .converter import WordConverter, fuse_projection, load_tokenizer
 
 VPG_PREFIXES = ("vision_model.", "qformer.", "query_tokens")
@@ -51,6 +52,7 @@ def _check_loading_info(ref: str, info: dict, allowed_missing: set[str] = frozen
 def check_blip2_ref(ref: str) -> None:
     """Fail early, naming the field, unless `ref` holds a BLIP-2 checkpoint."""
     config = read_config(ref)
+    check_weight_files(ref)
     if config.get("model_type") != "blip-2":
         raise VPGTransError(
             f"{ref}: config.json model_type is {config.get('model_type')!r}, expected 'blip-2' "
@@ -61,10 +63,15 @@ def check_blip2_ref(ref: str) -> None:
 def check_causal_lm_ref(ref: str) -> None:
     """Fail early, naming the field, unless `ref` holds a causal language model."""
     config = read_config(ref)
+    check_weight_files(ref)
     if config.get("model_type") not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise VPGTransError(
             f"{ref}: config.json model_type is {config.get('model_type')!r}, which is not a causal language model"
         )
+    try:
+        llm_params(config)  # the cost accounting must know it, or the run would fail after its warm-up
+    except (KeyError, ValueError) as exc:
+        raise VPGTransError(f"{ref}: the cost accounting cannot count this model's parameters ({exc})") from exc
 
 
 def load_blip2(ref: str, dtype: torch.dtype = torch.float32) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:

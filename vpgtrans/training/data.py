@@ -7,11 +7,13 @@ Every bad record is reported with its file and line before anything is trained.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import VPGTransError
@@ -52,20 +54,8 @@ def _data_file(path: Path) -> tuple[Path, str, str]:
     return path, "image", str(path.parent)
 
 
-def _load_rows(jsonl: Path) -> list[dict]:
-    """Rows through the `datasets` library; on a parse failure, find and name the bad line."""
-    import datasets
-
-    try:
-        table = datasets.load_dataset("json", data_files=str(jsonl), split="train", download_mode="force_redownload")
-        return table.to_list()
-    except Exception as exc:  # datasets wraps parse errors without line numbers: find the line
-        for _ in iter_jsonl(jsonl):
-            pass
-        raise VPGTransError(f"{jsonl}: cannot be read as JSON lines ({exc})") from exc
-
-
 def _check_record(row: dict, image_field: str, root: str, where: str) -> CaptionRecord:
+    """The record's fields, and its image decoded in full: a truncated file fails here, not mid-run."""
     caption = row.get("caption")
     if not isinstance(caption, str) or not caption.strip():
         raise VPGTransError(f"{where}: field 'caption' must be a non-empty string, got {caption!r}")
@@ -73,33 +63,33 @@ def _check_record(row: dict, image_field: str, root: str, where: str) -> Caption
     if not isinstance(image, str) or not image:
         raise VPGTransError(f"{where}: field {image_field!r} must be an image path, got {image!r}")
     path = Path(root) / image
-    try:
-        with Image.open(path) as img:
-            img.size  # header only: cheap, catches missing and non-image files
-    except FileNotFoundError as exc:
-        raise VPGTransError(f"{where}: image {path} not found") from exc
-    except (UnidentifiedImageError, OSError) as exc:
-        raise VPGTransError(f"{where}: image {path} is unreadable ({exc.__class__.__name__})") from exc
+    open_rgb(path, where)
     return CaptionRecord(image=path, caption=caption.strip(), source=where)
 
 
 def load_caption_data(path: str | Path, skip_bad_samples: bool = False) -> CaptionData:
-    """Read and validate DATA; bad records raise, or are counted and skipped."""
+    """Read and validate DATA (every image decoded, on all cores); bad records raise, or are counted
+    and skipped."""
     path = Path(path)
     jsonl, image_field, root = _data_file(path)
-    rows = _load_rows(jsonl)
-    records, skipped = [], 0
-    line_numbers = [n for n, line in enumerate(jsonl.read_text().splitlines(), 1) if line.strip()]
-    for row, number in zip(rows, line_numbers):
+    rows = list(iter_jsonl(jsonl))  # malformed lines always raise: a file that cannot be parsed is no data
+
+    def check(numbered: tuple[int, dict]) -> CaptionRecord | VPGTransError:
+        number, row = numbered
         try:
-            records.append(_check_record(row, image_field, root, f"{jsonl}:{number}"))
-        except VPGTransError:
-            if not skip_bad_samples:
-                raise
-            skipped += 1
+            return _check_record(row, image_field, root, f"{jsonl}:{number}")
+        except VPGTransError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
+        checked = list(pool.map(check, rows))
+    errors = [c for c in checked if isinstance(c, VPGTransError)]
+    if errors and not skip_bad_samples:
+        raise errors[0]
+    records = [c for c in checked if isinstance(c, CaptionRecord)]
     if not records:
         raise VPGTransError(f"{jsonl}: no usable image-caption pairs")
-    return CaptionData(records=records, skipped=skipped, path=path)
+    return CaptionData(records=records, skipped=len(errors), path=path)
 
 
 class CaptionDataset(torch.utils.data.Dataset):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
 from ..errors import VPGTransError
 from ..io.atomic import differing_keys, write_text_atomic
+from ..io.outdir import OutLock, check_out, remove_leftovers, remove_outputs
 from ..reports.costs import cost_record, stage_flops
 from .data import CaptionCollator, CaptionData, CaptionDataset
 from .stages import StageSpec, TrainingConfig, stage_config
@@ -59,37 +60,61 @@ def library_versions() -> dict[str, str]:
     }
 
 
-class RunFolder:
-    """OUT: refuses to mix two different runs; holds run.json, log.jsonl and checkpoints."""
+RUN_OUTPUTS = ("run.json", "log.jsonl", "checkpoints", "converter.safetensors", "model", "report")
 
-    def __init__(self, out: str | Path, command: str, config: dict, resume: bool, overwrite: bool):
+
+class RunFolder:
+    """OUT: refuses to mix two different runs, to hold an input, or to serve two processes at once;
+    holds run.json, log.jsonl, checkpoints and the run's outputs, and deletes nothing else."""
+
+    def __init__(self, out: str | Path, command: str, config: dict, resume: bool, overwrite: bool,
+                 inputs: Iterable[str | None] = ()):  # fmt: skip
+        if resume and overwrite:
+            raise VPGTransError("--resume and --overwrite contradict each other: continue OUT's run, or start afresh")
         self.path = Path(out)
+        check_out(self.path, inputs)
         run_json = self.path / "run.json"
-        previous = None
-        if self.path.exists() and any(self.path.iterdir()):
-            if overwrite:
-                shutil.rmtree(self.path)
-            elif not run_json.exists():
-                raise VPGTransError(
-                    f"{self.path}: OUT is not empty and holds no run.json; choose another OUT or pass --overwrite"
-                )
-            else:
-                previous = json.loads(run_json.read_text())
-                saved = {"command": previous.get("command"), **previous.get("config", {})}
-                if saved != {"command": command, **config}:
-                    changed = differing_keys(saved, {"command": command, **config})
-                    raise VPGTransError(
-                        f"{run_json}: OUT holds a different run (differs in {', '.join(changed)}); "
-                        "choose another OUT or pass --overwrite"
-                    )
-                if not resume:
-                    raise VPGTransError(
-                        f"{run_json}: OUT already holds this run; pass --resume to continue it or --overwrite"
-                    )
+        existed = self.path.is_dir() and any(self.path.iterdir())
+        if existed and not run_json.exists():
+            raise VPGTransError(
+                f"{self.path}: OUT is not empty and holds no run.json, so no vpgtrans run wrote it; choose another OUT"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
+        self.lock = OutLock(self.path).acquire()
+        try:
+            previous = self._previous(run_json, command, config, resume, overwrite) if existed else None
+        except VPGTransError:
+            self.lock.release()
+            raise
+        if overwrite:
+            remove_outputs(self.path, RUN_OUTPUTS)
+        for folder in (self.path, *self.path.glob("checkpoints/*")):
+            remove_leftovers(folder)
         self.record = RunRecord(command, config, library_versions(), stages=(previous or {}).get("stages", {}))
         self.log = JsonlLog(self.path / "log.jsonl")
         self.save()
+
+    @staticmethod
+    def _previous(run_json: Path, command: str, config: dict, resume: bool, overwrite: bool) -> dict | None:
+        """The record of the run already in OUT, when this run may continue it."""
+        if overwrite:
+            return None
+        previous = json.loads(run_json.read_text())
+        saved, wanted = (
+            {"command": previous.get("command"), **previous.get("config", {})},
+            {"command": command, **config},
+        )
+        if saved != wanted:
+            raise VPGTransError(
+                f"{run_json}: OUT holds a different run (differs in {', '.join(differing_keys(saved, wanted))}); "
+                "choose another OUT or pass --overwrite"
+            )
+        if not resume:
+            raise VPGTransError(f"{run_json}: OUT already holds this run; pass --resume to continue it or --overwrite")
+        return previous
+
+    def close(self) -> None:
+        self.lock.release()
 
     def checkpoints(self, stage: str) -> Path:
         return self.path / "checkpoints" / stage

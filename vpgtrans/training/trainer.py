@@ -148,6 +148,25 @@ def _latest_checkpoint(folder: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
+class Diverged(VPGTransError):
+    """Training produced a non-finite loss or weights: the run stops, its last good checkpoint kept."""
+
+    def __init__(self, stage: str, step: int, what: str):
+        super().__init__(
+            f"stage {stage}, optimizer step {step}: {what}; training diverged (learning rate too high, or an fp16 "
+            "overflow: try a lower --lr or --precision bf16). No model was written; the last good checkpoint is "
+            "kept, so a run with other settings can start afresh with --overwrite"
+        )
+
+
+def check_finite(model: torch.nn.Module, names: list[str], stage: str, step: int) -> None:
+    """Every trainable tensor finite, or `Diverged` naming the first that is not."""
+    params = dict(model.named_parameters())
+    bad = next((n for n in names if not torch.isfinite(params[n]).all()), None)
+    if bad is not None:
+        raise Diverged(stage, step, f"parameter {bad} holds NaN or Inf")
+
+
 def _save_checkpoint(
     folder: Path,
     model,
@@ -249,8 +268,8 @@ def train_stage(
             latest, accelerator.unwrap_model(prepared_model), names, optimizer, scheduler, config.optimizer
         )
         result.resumed_from_step = result.steps
-        if log:
-            log.truncate_after(config.name, result.steps)
+    if log:  # steps logged past the checkpoint (or before the first one) are replayed
+        log.truncate_after(config.name, result.steps)
     if result.steps >= config.steps:
         return result
 
@@ -265,10 +284,13 @@ def train_stage(
             micro += 1
             with accelerator.accumulate(prepared_model):
                 loss = prepared_model(**batch).loss
+                reduced = accelerator.reduce(loss.detach(), "mean")  # the same value on every process
+                if not torch.isfinite(reduced):  # checked before the update: the weights stay good
+                    raise Diverged(config.name, result.steps + 1, f"the loss is {reduced.item()}")
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
-            step_losses.append(accelerator.reduce(loss.detach(), "mean").item())
+            step_losses.append(reduced.item())
             result.text_tokens += int(accelerator.reduce((batch["labels"] != -100).sum(), "sum").item())
             result.lm_tokens += int(accelerator.reduce(batch["attention_mask"].sum(), "sum").item())
             result.samples += config.batch_size * accelerator.num_processes
@@ -296,6 +318,7 @@ def train_stage(
                 )
             done = result.steps >= config.steps
             if done or result.steps % config.checkpoint_every == 0:
+                check_finite(accelerator.unwrap_model(prepared_model), names, config.name, result.steps)
                 if torch.cuda.is_available():
                     result.peak_memory_bytes = max(result.peak_memory_bytes, torch.cuda.max_memory_allocated())
                 if accelerator.is_main_process:
