@@ -149,7 +149,8 @@ def test_help_shows_the_dataclass_defaults():
     for field in dataclasses.fields(TrainingConfig):
         assert helps[field.name].startswith(field.metadata["help"]), field.name
         if field.default is not None:
-            assert helps[field.name].endswith(f"(default: {field.default})"), field.name
+            shown = f"{field.default:g}" if isinstance(field.default, float) else field.default
+            assert helps[field.name].endswith(f"(default: {shown})"), field.name
 
 
 @pytest.mark.parametrize(
@@ -175,3 +176,9 @@ def test_docs_flag_reference_is_current():
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "commands.md").read_text()
     assert text[text.index(BEGIN) : text.index(END) + len(END)] == flag_reference()
+
+
+def test_parsing_arguments_imports_no_torch():
+    """`vpgtrans --help` and argument errors stay instant: the configs the flags come from are torch-free."""
+    code = "import sys; from vpgtrans.cli.main import build_parser; build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -350,7 +350,7 @@ def test_cli_help_names_every_arm(capsys):
     with pytest.raises(SystemExit):
         main(["compare", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    listed = help_text.split("--arms A,B,... comma list from: ")[1].split(";")[0]
+    listed = help_text.split("--arms A,B,... comma list of arms (default: tfs,vpgtrans) (from: ")[1].split(")")[0]
     assert set(listed.split(", ")) == set(ARMS)
 
 

@@ -34,7 +34,7 @@ def test_missing_images_or_answers_file_named(tmp_path):
         load_samples(Benchmark("coco-caption", str(tmp_path / "dataset_coco.json")))
     with pytest.raises(VPGTransError, match="--annotations is required for okvqa"):
         load_samples(Benchmark("okvqa", "questions.json", images=str(tmp_path)))
-    with pytest.raises(VPGTransError, match="unknown task 'vizwiz'"):
+    with pytest.raises(VPGTransError, match="task 'vizwiz' is not one of coco-caption"):
         load_samples(Benchmark("vizwiz", "d"))
 
 

@@ -9,48 +9,23 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-from .config import option, validate
 from .errors import VPGTransError
 from .evaluation.evaluate import WORLD_METRICS, load_world, world_scores
 from .io.atomic import atomic_dir
-from .method.converter import CONVERTER_METHODS, ConverterFitConfig, WordConverter, fit_converter
+from .method.converter import ConverterFitConfig, WordConverter, fit_converter
 from .method.graft import GraftReport, check_blip2_ref, check_causal_lm_ref, graft, load_blip2, load_causal_lm
 from .method.prompt_scale import match_prompt_scale
 from .training.data import CaptionRecord, load_caption_data
 from .training.run import RunFolder, run_stage
-from .training.stages import DTYPES, FINETUNE, WARMUP, StageSpec, TrainingConfig, set_precision
+from .training.stages import DTYPES, FINETUNE, WARMUP, StageSpec, set_precision
 from .training.trainer import make_accelerator
-
-
-@dataclass
-class TransferConfig:
-    """Everything `vpgtrans transfer` needs; recorded verbatim in run.json."""
-
-    src: str = option(help="source BLIP-2: folder, hub id or preset (e.g. blip2-opt-2.7b)")
-    dst: str = option(help="destination causal LM: folder, hub id or preset (e.g. llama-7b)")
-    data: str = option(help="image-caption JSONL or imagefolder")
-    out: str = option(help="run folder")
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    converter: str = option(
-        "ridge", "converter fit: closed-form ridge, or the paper's cosine/SGD recipe", choices=CONVERTER_METHODS
-    )
-    prompt_scale: bool = option(
-        False,
-        "rescale the fused projector to the source's soft-prompt / word-embedding ratio "
-        "(docs/results.md#the-prompt-scale-option)",
-    )
-    skip_bad_samples: bool = option(False, "skip and count unreadable records instead of failing")
-    eval: str | None = option(None, "held-out miniature-world folder to score the result and the source on")
-    eval_limit: int | None = option(None, "score at most this many captions and questions", minimum=1)
-
-    def __post_init__(self):
-        validate(self, "transfer settings")
+from .transfer_config import StageRunConfig, TransferConfig
 
 
 def save_model(model: Blip2ForConditionalGeneration, processor: Blip2Processor, folder: Path) -> None:
@@ -128,20 +103,6 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
     finally:
         run.close()
     return model_dir
-
-
-@dataclass
-class StageRunConfig:
-    """`vpgtrans warmup` / `finetune`: one stage on a grafted model folder."""
-
-    model: str = option(help="grafted BLIP-2 folder (from init or warmup)")
-    data: str = option(help="image-caption JSONL or imagefolder")
-    out: str = option(help="run folder; the model goes to OUT/model")
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    skip_bad_samples: bool = option(False, "skip and count unreadable records instead of failing")
-
-    def __post_init__(self):
-        validate(self, "stage settings")
 
 
 def run_single_stage(spec: StageSpec, config: StageRunConfig, resume: bool = False, overwrite: bool = False) -> Path:

@@ -8,9 +8,9 @@ from typing import Any
 
 from .config import from_mapping, option
 from .errors import VPGTransError
-from .method.converter import CONVERTER_METHODS
+from .method.config import CONVERTER_METHODS
 from .presets import read_tables
-from .training.stages import TrainingConfig
+from .training.config import TrainingConfig
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,14 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..config import option
+from ..efficiency.config import CompareConfig
 from ..errors import VPGTransError
-from ..evaluation.evaluate import Benchmark, EvalConfig
-from ..evaluation.generation import GenerationSettings
+from ..evaluation.config import Benchmark, EvalConfig, GenerationSettings
 from ..evaluation.tasks import TASK_NAMES
-from ..method.converter import ConverterFitConfig
+from ..method.config import ConverterFitConfig
 from ..reports.report import Pricing
-from ..training.stages import TrainingConfig
+from ..training.config import TrainingConfig
+from ..transfer_config import StageRunConfig, TransferConfig
 from .options import given, layered
 
 # Training fields each command uses: compare sets the seed per arm, checkpoints nothing and
@@ -107,16 +108,14 @@ class EstimateArgs:
 # --------------------------------------------------------------------------- recipes
 
 
-def _world_folder(parent: Path, images: int, seed: int) -> Path:
+def _world_folder(folder: Path, images: int, seed: int) -> None:
     """A miniature-world data folder, generated once (atomically) and reused."""
     from .. import world
     from ..io.atomic import atomic_dir
 
-    folder = parent / f"world-n{images}-seed{seed}"
     if not (folder / "captions.jsonl").exists():
         with atomic_dir(folder) as tmp:
             world.write_dataset(tmp, images, seed)
-    return folder
 
 
 def _recipe(args: argparse.Namespace):
@@ -128,34 +127,42 @@ def _recipe(args: argparse.Namespace):
     return Recipe(name="")
 
 
-def _recipe_data(recipe, out: Path, flags: dict) -> dict[str, str]:
-    """DATA and the held-out folder a recipe declares, unless flags give them: its paths, or
-    world sets generated beside OUT."""
-    values = {"data": recipe.data}
+def _recipe_data(recipe, out: Path, flags: dict) -> tuple[dict[str, str], list[tuple[Path, int, int]]]:
+    """DATA and the held-out folder a recipe declares, unless flags give them: its paths, or the
+    paths of world sets to generate beside OUT (folder, scenes, seed)."""
+    values, worlds = {"data": recipe.data}, []
     if "data" not in flags and recipe.data is None and recipe.world_images:
-        values["data"] = str(_world_folder(out.parent, recipe.world_images, recipe.world_seed) / "captions.jsonl")
+        folder = out.parent / f"world-n{recipe.world_images}-seed{recipe.world_seed}"
+        values["data"], worlds = str(folder / "captions.jsonl"), [(folder, recipe.world_images, recipe.world_seed)]
     if "eval" not in flags and recipe.eval_images:
-        values["eval"] = str(_world_folder(out.parent, recipe.eval_images, recipe.eval_seed))
-    return values
+        folder = out.parent / f"world-n{recipe.eval_images}-seed{recipe.eval_seed}"
+        values["eval"] = str(folder)
+        worlds.append((folder, recipe.eval_images, recipe.eval_seed))
+    return values, worlds
 
 
-def _recipe_config(cls: type, args: argparse.Namespace, default_out: str, training_fields: list[str], **extra):
-    """`cls` (TransferConfig or CompareConfig) from the flags over the recipe over the defaults;
-    every flag is checked before a recipe's world data is generated."""
+def _recipe_config(cls: type, args: argparse.Namespace, training_fields: list[str], **extra):
+    """`cls` (TransferConfig or CompareConfig) from the flags over the recipe over the defaults.
+    The whole config is checked before a recipe's world data is generated."""
+    from ..pipeline import check_precision
+
     recipe = _recipe(args)
     flags = given(cls, args)
     training = recipe.training_config({k: v for k, v in given(TrainingConfig, args).items() if k in training_fields})
     src, dst = flags.get("src", recipe.src), flags.get("dst", recipe.dst)
     if not (src and dst):
         raise VPGTransError("--src and --dst are required (or a recipe that names them)")
-    out = Path(flags.get("out") or default_out.format(src=src.replace("/", "_"), dst=dst.replace("/", "_")))
+    out = Path(flags.get("out") or cls.default_out(src, dst))
     recipe_values = {f.name: getattr(recipe, f.name, None) for f in fields(cls) if f.name != "training"}
-    values = layered(
-        cls, recipe_values, _recipe_data(recipe, out, flags), flags, {"src": src, "dst": dst, "out": str(out)}
-    )
+    paths, worlds = _recipe_data(recipe, out, flags)
+    values = layered(cls, recipe_values, paths, flags, {"src": src, "dst": dst, "out": str(out)})
     if "data" not in values:
         raise VPGTransError("--data is required (or a recipe that declares data)")
-    return cls(**values, training=training, **extra)
+    config = cls(**values, training=training, **extra)
+    check_precision(training.precision)
+    for folder, images, seed in worlds:
+        _world_folder(folder, images, seed)
+    return config
 
 
 # --------------------------------------------------------------------------- commands
@@ -164,10 +171,10 @@ def _recipe_config(cls: type, args: argparse.Namespace, default_out: str, traini
 def cmd_transfer(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
-    from ..pipeline import TransferConfig, run_transfer
+    from ..pipeline import run_transfer
     from ..reports.report import write_report
 
-    config = _recipe_config(TransferConfig, args, "runs/{src}-to-{dst}", TRAINING_FIELDS)
+    config = _recipe_config(TransferConfig, args, TRAINING_FIELDS)
     control = RunControl(**given(RunControl, args))
     model_dir = run_transfer(config, resume=control.resume, overwrite=control.overwrite)
     out = Path(config.out)
@@ -210,12 +217,12 @@ def _benchmark(tokens: list[str]) -> Benchmark:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from ..efficiency.runner import CompareConfig, run_compare
+    from ..efficiency.runner import run_compare
     from ..efficiency.speedup import sweep_edge_note
     from ..efficiency.tables import format_speedup
 
     benchmarks = tuple(_benchmark(tokens) for tokens in args.benchmark or ())
-    config = _recipe_config(CompareConfig, args, "runs/compare", COMPARE_TRAINING, benchmarks=benchmarks)
+    config = _recipe_config(CompareConfig, args, COMPARE_TRAINING, benchmarks=benchmarks)
     control = RunControl(**given(RunControl, args))
     results = run_compare(config, resume=control.resume, overwrite=control.overwrite)
     for metric, units in results["speedup"].items():
@@ -261,7 +268,7 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 def cmd_stage(args: argparse.Namespace) -> None:
     """`warmup` and `finetune`: one stage on a grafted model folder."""
-    from ..pipeline import StageRunConfig, run_single_stage
+    from ..pipeline import run_single_stage
     from ..training.stages import STAGES
 
     training = TrainingConfig(**given(TrainingConfig, args))

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..efficiency.config import CompareConfig
 from ..errors import VPGTransError
-from ..evaluation.evaluate import Benchmark, EvalConfig
-from ..evaluation.generation import GenerationSettings
+from ..evaluation.config import Benchmark, EvalConfig, GenerationSettings
 from ..evaluation.tasks import TASK_NAMES
-from ..method.converter import ConverterFitConfig
+from ..method.config import ConverterFitConfig
 from ..reports.report import Pricing
-from ..training.stages import TrainingConfig
+from ..training.config import TrainingConfig
+from ..transfer_config import StageRunConfig, TransferConfig
 from .commands import (
     BENCHMARK_USAGE,
     COMPARE_TRAINING,
@@ -54,8 +55,6 @@ def _recipe_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..efficiency.runner import CompareConfig
-    from ..pipeline import StageRunConfig, TransferConfig
 
     parser = argparse.ArgumentParser(
         prog="vpgtrans", description="Transfer a BLIP-2 visual prompt generator to a new LLM."

@@ -20,10 +20,14 @@ def flag_name(field: dataclasses.Field) -> str:
 
 
 def _default_text(field: dataclasses.Field) -> str:
-    if field.default is dataclasses.MISSING or field.default is None or field.default in ((), ""):
-        return ""
-    value = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
-    return f" (default: {value})"
+    default = field.default
+    if default is dataclasses.MISSING or default is None or isinstance(default, bool) or default in ((), ""):
+        return ""  # a switch is off unless given
+    if isinstance(default, tuple):
+        default = ",".join(map(str, default))
+    elif isinstance(default, float):
+        default = f"{default:g}"
+    return f" (default: {default})"
 
 
 def add_flags(
@@ -54,10 +58,8 @@ def add_flags(
         if kind is bool:
             parser.add_argument(flag_name(field), action="store_true", **common)
         elif typing.get_origin(kind) is tuple:
-            choices = f" from: {', '.join(map(str, meta['choices']))}" if meta.get("choices") else ""
-            parser.add_argument(
-                flag_name(field), metavar="A,B,...", **{**common, "help": f"comma list{choices}; " + help_text}
-            )
+            choices = f" (from: {', '.join(map(str, meta['choices']))})" if meta.get("choices") else ""
+            parser.add_argument(flag_name(field), metavar="A,B,...", **{**common, "help": help_text + choices})
         else:
             parser.add_argument(flag_name(field), type=kind, choices=meta.get("choices"), **common)
 

@@ -15,17 +15,15 @@ import json
 import math
 import shutil
 import statistics
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from accelerate import PartialState
 
 from .. import __version__
-from ..config import option, validate
 from ..errors import VPGTransError
 from ..evaluation.evaluate import (
     WORLD_METRICS,
-    Benchmark,
     LoadedBenchmark,
     benchmark_scores,
     load_benchmark,
@@ -34,7 +32,7 @@ from ..evaluation.evaluate import (
 )
 from ..io.atomic import differing_keys, write_text_atomic
 from ..io.outdir import OutLock, check_out, remove_outputs
-from ..method.converter import CONVERTER_METHODS, ConverterFitConfig, WordConverter, fit_converter
+from ..method.converter import ConverterFitConfig, WordConverter, fit_converter
 from ..method.graft import reinitialise_vpg
 from ..pipeline import initialise
 from ..reports.costs import device_name, stage_flops
@@ -42,86 +40,13 @@ from ..training.data import CaptionData, CaptionDataset, load_caption_data
 from ..training.run import collator_for
 from ..training.stages import FINETUNE, WARMUP, TrainingConfig, stage_config, steps_per_epoch
 from ..training.trainer import make_accelerator, train_stage
+from .config import ARMS, IGNORED_TRAINING, Arm, CompareConfig
 from .speedup import CurvePoint, orderings, speedup, summarise
 from .tables import write_plots, write_table
 
 # The TFS learning-rate sweep ranks by the mean best score of these (both percentages; CIDEr's
 # scale would swamp them). On benchmarks alone it ranks by every benchmark's score.
 SWEEP_METRICS = ("caption", "vqa")
-DEFAULT_BUDGET_EPOCHS = 10
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One way to obtain a VPG for the destination LLM."""
-
-    projector: str  # "fused" (converter after source projector) or "random"
-    vpg: str  # "inherit" (source Q-Former + queries) or "scratch"
-    warmup_lr_mult: float | None  # None: no warm-up stage
-    converter: str | None = None  # None: the compare's converter (CompareConfig.converter)
-    prompt_scale: bool = False  # fused projector sized to the source's soft-prompt scale
-    warmup_epochs: float | None = None  # None: the recipe's (TrainingConfig.stage1_epochs)
-
-
-ARMS = {
-    "tfs": Arm("random", "scratch", None),
-    "vpgtrans": Arm("fused", "inherit", 5.0),
-    "inherit-no-warmup": Arm("random", "inherit", None),
-    "fused-no-warmup": Arm("fused", "inherit", None),
-    "warmup-1x": Arm("fused", "inherit", 1.0),
-    "warmup-10x": Arm("fused", "inherit", 10.0),
-    "random-warmup": Arm("random", "inherit", 5.0),
-    "paper-converter": Arm("fused", "inherit", 5.0, converter="paper"),
-    "prompt-scale": Arm("fused", "inherit", 5.0, prompt_scale=True),
-    "warmup-1-epoch": Arm("fused", "inherit", 5.0, warmup_epochs=1),
-    "warmup-2-epochs": Arm("fused", "inherit", 5.0, warmup_epochs=2),
-    "warmup-3-epochs": Arm("fused", "inherit", 5.0, warmup_epochs=3),
-}
-REFERENCE_ARMS = ("tfs", "vpgtrans")
-
-
-@dataclass
-class CompareConfig:
-    """What to compare, on what, for how long."""
-
-    src: str = option(help="source BLIP-2: folder, hub id or preset")
-    dst: str = option(help="destination causal LM: folder, hub id or preset")
-    data: str = option(help="training image-caption pairs (JSONL or imagefolder)")
-    eval: str | None = option(None, "held-out miniature-world folder every arm is scored on (caption, cider, vqa)")
-    out: str = option("runs/compare", "output folder")
-    arms: tuple[str, ...] = option(REFERENCE_ARMS, "comma list of arms", choices=tuple(ARMS))
-    seeds: int = option(3, "seeds per arm", minimum=1)
-    budget_epochs: int | None = option(
-        None, "epochs of DATA per arm, warm-up included (10 unless --budget-steps is given)", minimum=1
-    )
-    budget_steps: int | None = option(None, "optimizer steps per arm, warm-up included (instead of epochs)", minimum=1)
-    evals_per_epoch: int = option(
-        1, "evenly spaced evaluations per epoch (the end of the budget is always scored)", minimum=1
-    )
-    converter: str = option(
-        "ridge", "converter of the fused arms (the paper-converter arm always uses paper)", choices=CONVERTER_METHODS
-    )
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    tfs_lrs: tuple[float, ...] = option((), "comma list of learning rates swept for TFS on seed 0 (best is used)")
-    eval_limit: int | None = option(100, "captions and questions of --eval scored per evaluation", minimum=1)
-    benchmarks: tuple[Benchmark, ...] = ()  # each scored as one metric named by its task
-
-    def __post_init__(self):
-        validate(self, "compare settings")
-        if self.budget_epochs is not None and self.budget_steps is not None:
-            raise VPGTransError("give --budget-epochs or --budget-steps, not both")
-        if self.budget_steps is None and self.budget_epochs is None:
-            self.budget_epochs = DEFAULT_BUDGET_EPOCHS
-        if "tfs" not in self.arms or "vpgtrans" not in self.arms:
-            raise VPGTransError("--arms must include tfs and vpgtrans (the speed-up compares them)")
-        if not (self.eval or self.benchmarks):
-            raise VPGTransError("nothing to score the arms on: give a miniature-world folder (--eval) or --benchmark")
-        tasks = [b.task for b in self.benchmarks]
-        twice = sorted({t for t in tasks if tasks.count(t) > 1})
-        if twice:
-            raise VPGTransError(
-                f"--benchmark {', '.join(twice)} given twice: each benchmark's score is the metric named by its task"
-            )
 
 
 @dataclass
@@ -266,10 +191,12 @@ NOT_CURVE_SETTINGS = ("out", "arms", "seeds", "tfs_lrs")  # which curves a compa
 def curve_settings(config: CompareConfig) -> dict:
     """What shapes a curve besides its arm, seed and learning rate, and the vpgtrans version that
     scored it: saved with every curve, so a resumed compare never mixes curves trained or scored
-    differently."""
+    differently (and is not refused for a setting that a compare does not use)."""
     settings = json.loads(json.dumps(asdict(config)))
     for key in NOT_CURVE_SETTINGS:
         settings.pop(key)
+    for key in IGNORED_TRAINING:
+        settings["training"].pop(key)
     return {**settings, "vpgtrans": __version__}
 
 
@@ -319,11 +246,14 @@ def run_compare(config: CompareConfig, resume: bool = False, overwrite: bool = F
             f"{out / 'curves'}: OUT already holds a compare; pass --resume to continue it "
             "(arms already finished are reused) or --overwrite to start afresh"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    lock = OutLock(out).acquire()
-    try:
+    state, lock = PartialState(), OutLock(out)
+    if state.is_main_process:  # under several processes the main one locks and cleans; the others wait
+        out.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
         if overwrite:
             remove_outputs(out, COMPARE_OUTPUTS)
+    state.wait_for_everyone()
+    try:
         return _compare(config, inputs, metrics, out)
     finally:
         lock.release()

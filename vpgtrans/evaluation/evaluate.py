@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..config import option
 from ..errors import VPGTransError
 from ..io.atomic import write_text_atomic
 from ..io.images import open_rgb
-from ..training.stages import DTYPES, PRECISIONS
+from ..training.stages import DTYPES
+from .config import Benchmark, EvalConfig, GenerationSettings
 from .formats import CaptionSample, VQASample
-from .generation import GenerationSettings, generate
+from .generation import generate
 from .tasks import (
     CAPTION_TASKS,
     TASKS,
@@ -54,37 +54,6 @@ TASK_CONFIGS: dict[str, TaskConfig] = {
     "toy-caption": TaskConfig("", WORLD_CAPTION_SETTINGS),
     **{task: TaskConfig(VQA_PROMPT, VQA_SETTINGS) for task in TASKS if task not in CAPTION_TASKS},
 }
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """Which benchmark files to score on: what `vpgtrans eval` reads, and what `vpgtrans compare
-    --benchmark` scores every arm on at each evaluation point."""
-
-    task: str = option(help="benchmark task", choices=tuple(TASKS))
-    data: str = option(
-        help="dataset_coco.json (coco-caption), the NoCaps JSON, the questions JSON (vqav2, okvqa, "
-        "gqa) or a miniature-world folder (toy-caption, toy-vqa)"
-    )
-    images: str | None = option(None, "the benchmark's image folder (COCO root holding val2014/, NoCaps or GQA images)")
-    annotations: str | None = option(None, "VQA annotations JSON (vqav2, okvqa)")
-    split: str = option("test", "Karpathy split for coco-caption")
-    limit: int | None = option(None, "evaluate the first N images or questions only", minimum=1)
-
-
-@dataclass
-class EvalConfig:
-    """What `vpgtrans eval` reads, writes and overrides (None: the task's setting)."""
-
-    model: str = option(help="BLIP-2 folder, hub id or preset")
-    benchmark: Benchmark
-    out: str = option(help="folder for predictions.jsonl and metrics.json")
-    batch_size: int = option(16, "images per generation batch", minimum=1)
-    precision: str = option("fp32", "model dtype", choices=PRECISIONS)
-    prompt: str | None = option(None, "override the task's prompt ('{}' takes the question)")
-    num_beams: int | None = option(None, "override the task's beam count", minimum=1)
-    min_new_tokens: int | None = option(None, "override the task's minimum new tokens", minimum=0)
-    max_new_tokens: int | None = option(None, "override the task's maximum new tokens", minimum=1)
 
 
 def task_config(task: str, encoder_decoder: bool, config: EvalConfig | None = None) -> TaskConfig:

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from PIL import Image
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-from ..config import option
 from ..training.data import check_image_tokens
-
-
-@dataclass
-class GenerationSettings:
-    """Decoding settings; the defaults are BLIP-2's zero-shot captioning protocol."""
-
-    num_beams: int = option(5, "beam width", minimum=1)
-    max_new_tokens: int = option(30, "most tokens generated", minimum=1)
-    min_new_tokens: int = option(0, "fewest tokens generated", minimum=0)
-    do_sample: bool = option(False, "sample instead of beam search")
-    temperature: float = option(1.0, "sampling temperature", minimum=1e-6)
-    top_p: float = option(1.0, "nucleus sampling mass", minimum=1e-6)
-    stop_at_newline: bool = option(True, "cut the text at its first line break")
+from .config import GenerationSettings
 
 
 def build_prompt_batch(

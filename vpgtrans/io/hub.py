@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import VPGTransError
 from ..presets import resolve_model_ref
 
-HUB_TIMEOUT_SECONDS = 10  # a hub that accepts connections and never answers must not hang a run
+# A hub that accepts connections and never answers must not hang a run (HF_HUB_ETAG_TIMEOUT overrides).
+T = TypeVar("T")
+HUB_TIMEOUT_SECONDS = float(os.environ.get("HF_HUB_ETAG_TIMEOUT", "10"))
+
+
+def _within_deadline(call: Callable[[], T]) -> T:
+    """`call()`, or TimeoutError after HUB_TIMEOUT_SECONDS plus a margin for its own retries: the hub
+    client's timeouts do not bound a server that accepts a connection and never answers."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)  # a hung request must not keep the process alive
+    worker.start()
+    worker.join(3 * HUB_TIMEOUT_SECONDS)
+    if worker.is_alive():
+        raise TimeoutError(f"no answer within {3 * HUB_TIMEOUT_SECONDS:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def model_file(ref: str, filename: str) -> Path | None:
@@ -24,11 +51,11 @@ def model_file(ref: str, filename: str) -> Path | None:
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
-        return Path(hf_hub_download(ref, filename, etag_timeout=HUB_TIMEOUT_SECONDS))
-    except LocalEntryNotFoundError as exc:  # unreachable (offline, or no answer in time) and not cached
+        return Path(_within_deadline(lambda: hf_hub_download(ref, filename, etag_timeout=HUB_TIMEOUT_SECONDS)))
+    except (LocalEntryNotFoundError, TimeoutError) as exc:  # unreachable (offline, or no answer in time), not cached
         raise VPGTransError(
             f"{ref}: not a local folder, and {filename} could not be read from the hub (no answer within "
-            f"{HUB_TIMEOUT_SECONDS} s, or offline) nor from the local cache"
+            f"{HUB_TIMEOUT_SECONDS:g} s, or offline) nor from the local cache"
         ) from exc
     except EntryNotFoundError:
         return None

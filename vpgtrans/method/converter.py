@@ -19,10 +19,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from ..config import option, validate
 from ..errors import VPGTransError
 from ..io.atomic import atomic_path
 from ..presets import resolve_model_ref
+from .config import CONVERTER_METHODS, ConverterFitConfig
 from .embeddings import EmbeddingTable, read_input_embeddings
 from .vocab import align_vocabularies, token_counts
 
@@ -167,32 +167,6 @@ def position_pairs(
             batches.append(torch.arange(start, start + count))
             start += count
     return torch.tensor(src_all, dtype=torch.long), torch.tensor(dst_all, dtype=torch.long), batches, used
-
-
-CONVERTER_METHODS = ("ridge", "paper")  # closed-form ridge (ours); the paper's cosine-loss SGD
-
-
-@dataclass
-class ConverterFitConfig:
-    """How to fit the converter."""
-
-    method: str = option(
-        "ridge",
-        "closed-form ridge on aligned vocabularies, or the paper's cosine-loss SGD",
-        choices=CONVERTER_METHODS,
-        flag="converter",
-    )
-    ridge: float = option(1e-3, "ridge penalty", minimum=0)
-    frequency_floor: float = option(1.0, "weight of a token that never occurs in the captions", minimum=0)
-    paper_lr: float = option(5.0, "SGD learning rate of the paper's fit", minimum=1e-12)
-    paper_epochs: int | None = option(
-        None, "epochs of the paper's fit (default: 5 within a tokenizer family, 8 across)", minimum=1
-    )
-    paper_batch_captions: int = option(4096, "captions per batch of the paper's fit", minimum=1)
-    seed: int = option(0, "seed of the held-out split and the paper's fit", minimum=0)
-
-    def __post_init__(self):
-        validate(self, "converter settings")
 
 
 def load_tokenizer(ref: str) -> PreTrainedTokenizerBase:

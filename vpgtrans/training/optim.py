@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import VPGTransError
+from .config import OPTIMIZERS
 
-OPTIMIZERS = ("adamw", "muon")
 BETAS = (0.9, 0.999)
 
 

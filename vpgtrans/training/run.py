@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
 from ..errors import VPGTransError
 from ..io.atomic import differing_keys, write_text_atomic
-from ..io.outdir import OutLock, check_out, remove_leftovers, remove_outputs
+from ..io.outdir import LOCK_NAME, OutLock, check_out, remove_leftovers, remove_outputs
 from ..reports.costs import cost_record, stage_flops
 from .data import CaptionCollator, CaptionData, CaptionDataset
 from .stages import StageSpec, TrainingConfig, stage_config
@@ -64,8 +64,9 @@ RUN_OUTPUTS = ("run.json", "log.jsonl", "checkpoints", "converter.safetensors", 
 
 
 class RunFolder:
-    """OUT: refuses to mix two different runs, to hold an input, or to serve two processes at once;
-    holds run.json, log.jsonl, checkpoints and the run's outputs, and deletes nothing else."""
+    """OUT: refuses to mix two different runs, to hold an input, or to serve two runs at once; holds
+    run.json, log.jsonl, checkpoints and the run's outputs, and deletes nothing else. Under several
+    processes (accelerate) the main one alone locks, cleans and writes; the others wait for it."""
 
     def __init__(self, out: str | Path, command: str, config: dict, resume: bool, overwrite: bool,
                  inputs: Iterable[str | None] = ()):  # fmt: skip
@@ -74,25 +75,31 @@ class RunFolder:
         self.path = Path(out)
         check_out(self.path, inputs)
         run_json = self.path / "run.json"
-        existed = self.path.is_dir() and any(self.path.iterdir())
+        existed = self.path.is_dir() and any(p.name != LOCK_NAME for p in self.path.iterdir())
         if existed and not run_json.exists():
             raise VPGTransError(
                 f"{self.path}: OUT is not empty and holds no run.json, so no vpgtrans run wrote it; choose another OUT"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.lock = OutLock(self.path).acquire()
+        state = PartialState()
+        self.main = state.is_main_process
+        self.lock = OutLock(self.path)
+        if self.main:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
         try:
             previous = self._previous(run_json, command, config, resume, overwrite) if existed else None
         except VPGTransError:
             self.lock.release()
             raise
-        if overwrite:
-            remove_outputs(self.path, RUN_OUTPUTS)
-        for folder in (self.path, *self.path.glob("checkpoints/*")):
-            remove_leftovers(folder)
+        if self.main:
+            if overwrite:
+                remove_outputs(self.path, RUN_OUTPUTS)
+            for folder in (self.path, *self.path.glob("checkpoints/*")):
+                remove_leftovers(folder)
         self.record = RunRecord(command, config, library_versions(), stages=(previous or {}).get("stages", {}))
         self.log = JsonlLog(self.path / "log.jsonl")
         self.save()
+        state.wait_for_everyone()
 
     @staticmethod
     def _previous(run_json: Path, command: str, config: dict, resume: bool, overwrite: bool) -> dict | None:
@@ -126,7 +133,8 @@ class RunFolder:
             raise TypeError(f"run.json has no field(s) {sorted(unknown)}")
         for key, value in updates.items():
             setattr(self.record, key, value)
-        write_text_atomic(self.path / "run.json", json.dumps(asdict(self.record), indent=2, default=str))
+        if self.main:
+            write_text_atomic(self.path / "run.json", json.dumps(asdict(self.record), indent=2, default=str))
 
 
 def collator_for(

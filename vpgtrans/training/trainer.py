@@ -277,70 +277,72 @@ def train_stage(
     started, step_losses = time.perf_counter() - result.seconds, []
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    while result.steps < config.steps:
-        loader.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(loader, micro) if micro else loader
-        for batch in batches:
-            micro += 1
-            with accelerator.accumulate(prepared_model):
-                loss = prepared_model(**batch).loss
-                reduced = accelerator.reduce(loss.detach(), "mean")  # the same value on every process
-                if not torch.isfinite(reduced):  # checked before the update: the weights stay good
-                    raise Diverged(config.name, result.steps + 1, f"the loss is {reduced.item()}")
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad()
-            step_losses.append(reduced.item())
-            result.text_tokens += int(accelerator.reduce((batch["labels"] != -100).sum(), "sum").item())
-            result.lm_tokens += int(accelerator.reduce(batch["attention_mask"].sum(), "sum").item())
-            result.samples += config.batch_size * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            result.steps += 1
-            result.losses.append(sum(step_losses) / len(step_losses))
-            step_losses = []
-            result.seconds = time.perf_counter() - started
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{result.losses[-1]:.4f}", samples_per_s=f"{result.samples / max(result.seconds, 1e-9):.1f}"
-            )
-            if log and accelerator.is_main_process:
-                log.write(
-                    {
-                        "stage": config.name,
-                        "step": result.steps,
-                        "loss": result.losses[-1],
-                        "lr": scheduler.get_last_lr()[0],
-                        "samples": result.samples,
-                        "seconds": round(result.seconds, 3),
-                    }
+    try:
+        while result.steps < config.steps:
+            loader.set_epoch(epoch)
+            batches = accelerator.skip_first_batches(loader, micro) if micro else loader
+            for batch in batches:
+                micro += 1
+                with accelerator.accumulate(prepared_model):
+                    loss = prepared_model(**batch).loss
+                    reduced = accelerator.reduce(loss.detach(), "mean")  # the same value on every process
+                    if not torch.isfinite(reduced):  # checked before the update: the weights stay good
+                        raise Diverged(config.name, result.steps + 1, f"the loss is {reduced.item()}")
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                step_losses.append(reduced.item())
+                result.text_tokens += int(accelerator.reduce((batch["labels"] != -100).sum(), "sum").item())
+                result.lm_tokens += int(accelerator.reduce(batch["attention_mask"].sum(), "sum").item())
+                result.samples += config.batch_size * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                scheduler.step()
+                result.steps += 1
+                result.losses.append(sum(step_losses) / len(step_losses))
+                step_losses = []
+                result.seconds = time.perf_counter() - started
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{result.losses[-1]:.4f}", samples_per_s=f"{result.samples / max(result.seconds, 1e-9):.1f}"
                 )
-            done = result.steps >= config.steps
-            if done or result.steps % config.checkpoint_every == 0:
-                check_finite(accelerator.unwrap_model(prepared_model), names, config.name, result.steps)
-                if torch.cuda.is_available():
-                    result.peak_memory_bytes = max(result.peak_memory_bytes, torch.cuda.max_memory_allocated())
-                if accelerator.is_main_process:
-                    _save_checkpoint(
-                        checkpoint_dir,
-                        accelerator.unwrap_model(prepared_model),
-                        names,
-                        optimizer,
-                        scheduler,
-                        result,
-                        (epoch, micro),
-                        config.optimizer,
+                if log and accelerator.is_main_process:
+                    log.write(
+                        {
+                            "stage": config.name,
+                            "step": result.steps,
+                            "loss": result.losses[-1],
+                            "lr": scheduler.get_last_lr()[0],
+                            "samples": result.samples,
+                            "seconds": round(result.seconds, 3),
+                        }
                     )
-                accelerator.wait_for_everyone()
-            if on_step is not None and accelerator.is_main_process:
-                paused = time.perf_counter()
-                on_step(result)
-                set_train_modes(model, config.dropout_in)
-                started += time.perf_counter() - paused
-            if done:
-                break
-        else:
-            epoch, micro = epoch + 1, 0
-    bar.close()
+                done = result.steps >= config.steps
+                if done or result.steps % config.checkpoint_every == 0:
+                    check_finite(accelerator.unwrap_model(prepared_model), names, config.name, result.steps)
+                    if torch.cuda.is_available():
+                        result.peak_memory_bytes = max(result.peak_memory_bytes, torch.cuda.max_memory_allocated())
+                    if accelerator.is_main_process:
+                        _save_checkpoint(
+                            checkpoint_dir,
+                            accelerator.unwrap_model(prepared_model),
+                            names,
+                            optimizer,
+                            scheduler,
+                            result,
+                            (epoch, micro),
+                            config.optimizer,
+                        )
+                    accelerator.wait_for_everyone()
+                if on_step is not None and accelerator.is_main_process:
+                    paused = time.perf_counter()
+                    on_step(result)
+                    set_train_modes(model, config.dropout_in)
+                    started += time.perf_counter() - paused
+                if done:
+                    break
+            else:
+                epoch, micro = epoch + 1, 0
+    finally:
+        bar.close()  # also on an error, so the error stays the last line printed
     return result

@@ -1,0 +1,52 @@
+"""What `vpgtrans transfer` and the single-stage commands take (no torch: the CLI builds its flags from these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .config import option, validate
+from .method.config import CONVERTER_METHODS
+from .training.config import TrainingConfig
+
+
+@dataclass
+class TransferConfig:
+    """Everything `vpgtrans transfer` needs; recorded verbatim in run.json."""
+
+    src: str = option(help="source BLIP-2: folder, hub id or preset (e.g. blip2-opt-2.7b)")
+    dst: str = option(help="destination causal LM: folder, hub id or preset (e.g. llama-7b)")
+    data: str = option(help="image-caption JSONL or imagefolder")
+    out: str = option(help="run folder (default: runs/SRC-to-DST)")
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    converter: str = option(
+        "ridge", "converter fit: closed-form ridge, or the paper's cosine/SGD recipe", choices=CONVERTER_METHODS
+    )
+    prompt_scale: bool = option(
+        False,
+        "rescale the fused projector to the source's soft-prompt / word-embedding ratio "
+        "(docs/results.md#the-prompt-scale-option)",
+    )
+    skip_bad_samples: bool = option(False, "skip and count unreadable records instead of failing")
+    eval: str | None = option(None, "held-out miniature-world folder to score the result and the source on")
+    eval_limit: int | None = option(None, "score at most this many captions and questions", minimum=1)
+
+    @staticmethod
+    def default_out(src: str, dst: str) -> str:
+        return f"runs/{src.replace('/', '_')}-to-{dst.replace('/', '_')}"
+
+    def __post_init__(self):
+        validate(self, "transfer settings")
+
+
+@dataclass
+class StageRunConfig:
+    """`vpgtrans warmup` / `finetune`: one stage on a grafted model folder."""
+
+    model: str = option(help="grafted BLIP-2 folder (from init or warmup)")
+    data: str = option(help="image-caption JSONL or imagefolder")
+    out: str = option(help="run folder; the model goes to OUT/model")
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    skip_bad_samples: bool = option(False, "skip and count unreadable records instead of failing")
+
+    def __post_init__(self):
+        validate(self, "stage settings")
