@@ -18,7 +18,7 @@ from real_configs import (
     QFORMER,
 )
 
-from vpgtrans.reports.costs import (
+from vpgtrans.costs import (
     DEFAULT_MFU,
     GPUS,
     Estimate,

@@ -78,3 +78,19 @@ def test_export_loads_and_generates_with_transformers_alone(zoo, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("ok")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_never_rounds_what_trains(zoo, precision):
+    """Frozen ViT and LLM in half precision; the trainable VPG parts and the fused projector exactly
+    as in fp32 (no round trip through half before they become fp32 masters)."""
+    converter = fit_converter(str(zoo.src), str(zoo.dst_llama))
+    full, _, _ = initialise(str(zoo.src), str(zoo.dst_llama), converter, "fp32")
+    half, _, _ = initialise(str(zoo.src), str(zoo.dst_llama), converter, precision)
+    reference = dict(full.named_parameters())
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    for name, param in half.named_parameters():
+        if name.startswith(("qformer", "query_tokens", "vision_model.post_layernorm", "language_projection")):
+            assert param.dtype == torch.float32 and torch.equal(param, reference[name]), name
+        else:
+            assert param.dtype == dtype, name

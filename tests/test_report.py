@@ -10,7 +10,7 @@ import pytest
 from real_configs import BLIP2_OPT_2_7B, OPT_6_7B
 
 from vpgtrans.cli.main import main
-from vpgtrans.reports.costs import DEFAULT_MFU
+from vpgtrans.costs import DEFAULT_MFU
 
 A100_FLOPS_PER_HOUR = 312e12 * DEFAULT_MFU * 3600
 

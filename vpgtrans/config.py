@@ -35,6 +35,10 @@ def option(
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
+SRC_HELP = "source BLIP-2: folder, hub id or preset (e.g. blip2-opt-2.7b)"
+DST_HELP = "destination causal LM: folder, hub id or preset (e.g. llama-7b)"
+
+
 def field_types(cls: type) -> dict[str, Any]:
     """Resolved annotations of a dataclass (they are strings under `from __future__ import annotations`)."""
     return typing.get_type_hints(cls)

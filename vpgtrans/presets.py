@@ -66,10 +66,12 @@ def read_tables(table: str) -> dict[str, tuple[dict, str]]:
 
 def model_presets() -> dict[str, ModelPreset]:
     """Every `[models.NAME]` declared in `recipes/*.toml`."""
-    return {
-        name: ModelPreset(name=name, **from_mapping(ModelPreset, body, where))
-        for name, (body, where) in read_tables("models").items()
-    }
+    presets = {}
+    for name, (body, where) in read_tables("models").items():
+        if "name" in body:
+            raise VPGTransError(f"{where}: 'name' is not a key; the table's own name ({name!r}) is the preset's")
+        presets[name] = ModelPreset(name=name, **from_mapping(ModelPreset, body, where))
+    return presets
 
 
 def looks_like_preset(ref: str) -> bool:

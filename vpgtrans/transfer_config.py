@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import option, validate
+from .config import DST_HELP, SRC_HELP, option, validate
 from .method.config import CONVERTER_METHODS
 from .training.config import TrainingConfig
 
@@ -13,8 +13,8 @@ from .training.config import TrainingConfig
 class TransferConfig:
     """Everything `vpgtrans transfer` needs; recorded verbatim in run.json."""
 
-    src: str = option(help="source BLIP-2: folder, hub id or preset (e.g. blip2-opt-2.7b)")
-    dst: str = option(help="destination causal LM: folder, hub id or preset (e.g. llama-7b)")
+    src: str = option(help=SRC_HELP)
+    dst: str = option(help=DST_HELP)
     data: str = option(help="image-caption JSONL or imagefolder")
     out: str = option(help="run folder (default: runs/SRC-to-DST)")
     training: TrainingConfig = field(default_factory=TrainingConfig)

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ..config import option
+from ..config import DST_HELP, SRC_HELP, option
 from ..efficiency.config import CompareConfig
 from ..errors import VPGTransError
 from ..evaluation.config import Benchmark, EvalConfig, GenerationSettings
@@ -49,13 +49,12 @@ class FitConverterArgs:
     dst: str = option(help="destination BLIP-2 or LLM: folder, hub id or preset")
     out: str = option(help="converter file (.safetensors)")
     data: str | None = option(None, "captions to weight tokens by frequency (needed for --converter paper)")
-    skip_bad_samples: bool = option(False, "skip and count unreadable records instead of failing")
 
 
 @dataclass
 class InitArgs:
-    src: str = option(help="source BLIP-2: folder, hub id or preset")
-    dst: str = option(help="destination causal LM: folder, hub id or preset")
+    src: str = option(help=SRC_HELP)
+    dst: str = option(help=DST_HELP)
     out: str = option(help="model folder to write")
     converter: str | None = option(None, "converter file from fit-converter (omit for a random projector)")
     seed: int = option(0, "seed of a random projector", minimum=0)
@@ -246,10 +245,10 @@ def cmd_world(args: argparse.Namespace) -> None:
 
 def cmd_fit_converter(args: argparse.Namespace) -> None:
     from ..method.converter import fit_converter
-    from ..training.data import load_caption_data
+    from ..training.data import load_captions
 
     a = FitConverterArgs(**given(FitConverterArgs, args))
-    captions = load_caption_data(a.data, a.skip_bad_samples).captions() if a.data else []
+    captions = load_captions(a.data) if a.data else []
     converter = fit_converter(a.src, a.dst, captions, ConverterFitConfig(**given(ConverterFitConfig, args)))
     converter.save(a.out)
     print(json.dumps(asdict(converter.report), indent=2))
@@ -316,8 +315,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def _model_config(ref: str) -> dict:
     """A config.json file, a model folder, a preset or a hub id (read from the offline cache)."""
+    from ..costs import load_config
     from ..io.hub import read_config
-    from ..reports.costs import load_config
 
     if not Path(ref).is_file():
         return read_config(ref)
@@ -328,7 +327,7 @@ def _model_config(ref: str) -> dict:
 
 
 def cmd_estimate(args: argparse.Namespace) -> None:
-    from ..reports.costs import estimate
+    from ..costs import estimate
 
     a, pricing = EstimateArgs(**given(EstimateArgs, args)), Pricing(**given(Pricing, args))
     src, dst = _model_config(a.src), _model_config(a.dst)

@@ -116,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("caption", help="caption images with a BLIP-2 folder, hub id or preset")
     add_flags(p, CaptionArgs, required=True)
-    add_flags(p, GenerationSettings, only=("num_beams", "max_new_tokens", "min_new_tokens"))
+    add_flags(
+        p,
+        GenerationSettings,
+        only=("num_beams", "max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p"),
+    )
     p.set_defaults(func=cmd_caption)
 
     p = sub.add_parser(

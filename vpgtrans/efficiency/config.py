@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import option, validate
+from ..config import DST_HELP, SRC_HELP, option, validate
 from ..errors import VPGTransError
 from ..evaluation.config import Benchmark
 from ..method.config import CONVERTER_METHODS
@@ -49,8 +49,8 @@ REFERENCE_ARMS = ("tfs", "vpgtrans")
 class CompareConfig:
     """What to compare, on what, for how long."""
 
-    src: str = option(help="source BLIP-2: folder, hub id or preset")
-    dst: str = option(help="destination causal LM: folder, hub id or preset")
+    src: str = option(help=SRC_HELP)
+    dst: str = option(help=DST_HELP)
     data: str = option(help="training image-caption pairs (JSONL or imagefolder)")
     eval: str | None = option(None, "held-out miniature-world folder every arm is scored on (caption, cider, vqa)")
     out: str = option("runs/compare", "output folder")

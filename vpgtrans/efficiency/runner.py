@@ -21,6 +21,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from .. import __version__
+from ..costs import device_name, stage_flops
 from ..errors import VPGTransError
 from ..evaluation.evaluate import (
     WORLD_METRICS,
@@ -35,7 +36,6 @@ from ..io.outdir import OutLock, check_out, remove_outputs
 from ..method.converter import ConverterFitConfig, WordConverter, fit_converter
 from ..method.graft import reinitialise_vpg
 from ..pipeline import initialise
-from ..reports.costs import device_name, stage_flops
 from ..training.data import CaptionData, CaptionDataset, load_caption_data
 from ..training.run import collator_for
 from ..training.stages import FINETUNE, WARMUP, TrainingConfig, stage_config, steps_per_epoch

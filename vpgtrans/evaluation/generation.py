@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
+from ..io.images import to_rgb
 from ..training.data import check_image_tokens
 from .config import GenerationSettings
 
@@ -38,7 +39,7 @@ def generate(
     prompts = prompts if prompts is not None else [""] * len(images)
     batch = build_prompt_batch(processor, model.config.num_query_tokens, model.config.image_token_index, prompts)
     device = next(model.language_model.parameters()).device
-    pixels = processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+    pixels = processor.image_processor([to_rgb(im) for im in images], return_tensors="pt")["pixel_values"]
     pixels = pixels.to(device, model.vision_model.embeddings.patch_embedding.weight.dtype)
     output = model.generate(
         pixel_values=pixels,

@@ -77,7 +77,7 @@ def _find_key(keys: dict[str, Path], names: list[str], prefix: str, ref: str) ->
     raise VPGTransError(f"{ref}: cannot find the input-embedding tensor (looked for {prefix}{names[0]})")
 
 
-def _read_tensor(keys: dict[str, Path], key: str) -> torch.Tensor:
+def read_tensor(keys: dict[str, Path], key: str) -> torch.Tensor:
     with safe_open(keys[key], "pt") as f:
         return f.get_tensor(key)  # stored dtype: a 7B model's fp16 table is 0.26 GB, not 0.52
 
@@ -93,9 +93,9 @@ def read_input_embeddings(ref: str) -> EmbeddingTable:
     embedding = model.get_input_embeddings()
     keys = checkpoint_key_index(ref)
     key = _find_key(keys, _parameter_names(model, embedding.weight), prefix, ref)
-    weight = _read_tensor(keys, key)
+    weight = read_tensor(keys, key)
     project_in = getattr(getattr(getattr(model, "model", None), "decoder", None), "project_in", None)
     if project_in is not None:
         proj_key = _find_key(keys, _parameter_names(model, project_in.weight), prefix, ref)
-        weight = weight.float() @ _read_tensor(keys, proj_key).float().T
+        weight = weight.float() @ read_tensor(keys, proj_key).float().T
     return EmbeddingTable(weight=weight, origin=f"{keys[key]}:{key}")

@@ -23,13 +23,17 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from ..costs import llm_params
 from ..errors import VPGTransError
 from ..io.hub import check_weight_files, read_config
 from ..presets import resolve_model_ref
-from ..reports.costs import llm_params
 from .converter import WordConverter, fuse_projection, load_tokenizer
+from .embeddings import checkpoint_key_index, read_tensor
 
 VPG_PREFIXES = ("vision_model.", "qformer.", "query_tokens")
+# What the method trains (stage 2; stage 1 trains the projector alone): kept in fp32 whatever the
+# precision of the frozen ViT and LLM.
+TRAINABLE_VPG = ("qformer", "query_tokens", "vision_model.post_layernorm", "language_projection")
 PROJECTION_KEYS = {"language_projection.weight", "language_projection.bias"}
 IMAGE_TOKEN = "<image>"
 
@@ -80,11 +84,23 @@ def load_blip2(ref: str, dtype: torch.dtype = torch.float32) -> tuple[Blip2ForCo
     path = resolve_model_ref(ref)
     model, info = Blip2ForConditionalGeneration.from_pretrained(path, dtype=dtype, output_loading_info=True)
     _check_loading_info(ref, info)
+    if dtype != torch.float32:
+        _reload_trainable_in_fp32(model, ref)
     try:
         processor = Blip2Processor.from_pretrained(path)
     except (OSError, ValueError, TypeError) as exc:
         raise VPGTransError(f"{ref}: cannot load its Blip2Processor (image processor + tokenizer): {exc}") from exc
     return model.eval(), processor
+
+
+def _reload_trainable_in_fp32(model: Blip2ForConditionalGeneration, ref: str) -> None:
+    """The trainable VPG parts read again from the checkpoint in fp32: loaded in half precision with
+    the rest, they (the source projector above all, which the fusion multiplies) would be rounded."""
+    keys = checkpoint_key_index(ref)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.startswith(TRAINABLE_VPG) and param.dtype != torch.float32 and name in keys:
+                param.data = read_tensor(keys, name).to(torch.float32)
 
 
 def load_causal_lm(ref: str, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

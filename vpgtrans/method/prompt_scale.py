@@ -13,9 +13,9 @@ scale the source LLM was trained to read. It needs a few training images and cap
 from __future__ import annotations
 
 import torch
-from PIL import Image
 from transformers import Blip2ForConditionalGeneration, Blip2Processor, PreTrainedTokenizerBase
 
+from ..io.images import open_rgb
 from ..training.data import CaptionRecord
 
 SAMPLES = 64
@@ -43,7 +43,7 @@ def match_prompt_scale(
     """Scale `model.language_projection` in place (weight and bias) so that its soft prompt's
     norm relative to the destination's word embeddings equals the source's; returns the factor."""
     records = records[:SAMPLES]
-    images = [Image.open(r.image).convert("RGB") for r in records]
+    images = [open_rgb(r.image, r.source) for r in records]
     pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
     pixel_values = pixel_values.to(model.vision_model.embeddings.patch_embedding.weight)
     queries = vpg_outputs(model, pixel_values)

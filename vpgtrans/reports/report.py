@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import option, validate
+from ..costs import DEFAULT_MFU, GPUS, gpu_hours
 from ..efficiency.speedup import CurvePoint, late_peak_note, results_curves, speedup_points, sweep_edge_note
 from ..efficiency.tables import format_speedup, metric_label
 from ..errors import VPGTransError
 from ..io.atomic import write_text_atomic
-from .costs import DEFAULT_MFU, GPUS, gpu_hours
 
 
 @dataclass(frozen=True)

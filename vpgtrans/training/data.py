@@ -67,6 +67,18 @@ def _check_record(row: dict, image_field: str, root: str, where: str) -> Caption
     return CaptionRecord(image=path, caption=caption.strip(), source=where)
 
 
+def load_captions(path: str | Path) -> list[str]:
+    """DATA's captions alone, images unread: all a converter fit needs (a bad caption still raises)."""
+    jsonl, _, _ = _data_file(Path(path))
+    captions = []
+    for number, row in iter_jsonl(jsonl):
+        caption = row.get("caption")
+        if not isinstance(caption, str) or not caption.strip():
+            raise VPGTransError(f"{jsonl}:{number}: field 'caption' must be a non-empty string, got {caption!r}")
+        captions.append(caption.strip())
+    return captions
+
+
 def load_caption_data(path: str | Path, skip_bad_samples: bool = False) -> CaptionData:
     """Read and validate DATA (every image decoded, on all cores); bad records raise, or are counted
     and skipped."""

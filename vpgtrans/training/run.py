@@ -17,10 +17,10 @@ import torch
 from accelerate import Accelerator, PartialState
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
+from ..costs import cost_record, stage_flops
 from ..errors import VPGTransError
 from ..io.atomic import differing_keys, write_text_atomic
 from ..io.outdir import LOCK_NAME, OutLock, check_out, remove_leftovers, remove_outputs
-from ..reports.costs import cost_record, stage_flops
 from .data import CaptionCollator, CaptionData, CaptionDataset
 from .stages import StageSpec, TrainingConfig, stage_config
 from .trainer import JsonlLog, StageResult, train_stage

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import torch
 from transformers import Blip2ForConditionalGeneration
 
+from ..method.graft import TRAINABLE_VPG
 from .config import TrainingConfig
 from .trainer import StageConfig
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-FP32_MASTERS = ("qformer", "query_tokens", "vision_model.post_layernorm", "language_projection")
+FP32_MASTERS = TRAINABLE_VPG
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,16 @@ def stage_config(spec: StageSpec, training: TrainingConfig, samples: int, proces
 
 
 def set_precision(model: Blip2ForConditionalGeneration, precision: str) -> Blip2ForConditionalGeneration:
-    """Frozen ViT and LLM in the run's precision; `FP32_MASTERS` stay fp32."""
-    model.to(DTYPES[precision])
-    for name, module in model.named_children():
-        if name in FP32_MASTERS:
-            module.float()
-    model.vision_model.post_layernorm.float()
-    model.query_tokens.data = model.query_tokens.data.float()
+    """Frozen ViT and LLM in the run's precision; `FP32_MASTERS` in fp32. Only the frozen parts are
+    cast, so a trainable tensor never makes a round trip through half precision."""
+    dtype = DTYPES[precision]
+    model.language_model.to(dtype)
+    for name, child in model.vision_model.named_children():
+        if f"vision_model.{name}" not in FP32_MASTERS:
+            child.to(dtype)
+    for name in FP32_MASTERS:
+        if isinstance(getattr(model, name, None), torch.nn.Parameter):
+            getattr(model, name).data = getattr(model, name).data.float()
+        else:
+            model.get_submodule(name).float()
     return model

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..training.trainer import StageResult
+    from .training.trainer import StageResult
 
 DEFAULT_MFU = 0.44
 DEFAULT_TEXT_TOKENS = 32
