@@ -38,20 +38,21 @@ def test_missing_images_or_answers_file_named(tmp_path):
         load_samples(Benchmark("vizwiz", "d"))
 
 
+def _coco_caption(coco) -> list[str]:
+    return ["--task", "coco-caption", "--data", str(coco / "dataset_coco.json"), "--images", str(coco)]
+
+
+def _eval(zoo, args: list[str]) -> int:
+    return main(["eval", "--model", str(zoo.src), *args])
+
+
 def test_eval_coco_caption(zoo, coco, tmp_path, capsys):
     out = tmp_path / "eval"
     assert (
-        main(
+        _eval(
+            zoo,
             [
-                "eval",
-                "--model",
-                str(zoo.src),
-                "--task",
-                "coco-caption",
-                "--data",
-                str(coco / "dataset_coco.json"),
-                "--images",
-                str(coco),
+                *_coco_caption(coco),
                 "--limit",
                 "2",
                 "--max-new-tokens",
@@ -59,7 +60,7 @@ def test_eval_coco_caption(zoo, coco, tmp_path, capsys):
                 "--out",
                 str(out),
                 *FAST,
-            ]
+            ],
         )
         == 0
     )
@@ -74,11 +75,9 @@ def test_eval_coco_caption(zoo, coco, tmp_path, capsys):
 def test_eval_vqav2_then_score_agrees(zoo, coco, tmp_path, capsys):
     out = tmp_path / "eval"
     assert (
-        main(
+        _eval(
+            zoo,
             [
-                "eval",
-                "--model",
-                str(zoo.src),
                 "--task",
                 "vqav2",
                 "--images",
@@ -90,7 +89,7 @@ def test_eval_vqav2_then_score_agrees(zoo, coco, tmp_path, capsys):
                 "--out",
                 str(out),
                 *FAST,
-            ]
+            ],
         )
         == 0
     )
@@ -117,11 +116,9 @@ def test_eval_vqav2_then_score_agrees(zoo, coco, tmp_path, capsys):
 def test_eval_toy_vqa(zoo, tmp_path):
     out = tmp_path / "eval"
     assert (
-        main(
+        _eval(
+            zoo,
             [
-                "eval",
-                "--model",
-                str(zoo.src),
                 "--task",
                 "toy-vqa",
                 "--data",
@@ -131,7 +128,7 @@ def test_eval_toy_vqa(zoo, tmp_path):
                 "--out",
                 str(out),
                 *FAST,
-            ]
+            ],
         )
         == 0
     )
@@ -143,20 +140,13 @@ def test_eval_toy_vqa(zoo, tmp_path):
 def test_missing_image_names_file_and_id(zoo, coco, tmp_path, capsys):
     (coco / "val2014" / f"COCO_val2014_{COCO_IDS[1]:012d}.jpg").unlink()
     assert (
-        main(
+        _eval(
+            zoo,
             [
-                "eval",
-                "--model",
-                str(zoo.src),
-                "--task",
-                "coco-caption",
-                "--data",
-                str(coco / "dataset_coco.json"),
-                "--images",
-                str(coco),
+                *_coco_caption(coco),
                 "--out",
                 str(tmp_path / "eval"),
-            ]
+            ],
         )
         != 0
     )
@@ -164,11 +154,9 @@ def test_missing_image_names_file_and_id(zoo, coco, tmp_path, capsys):
     assert f"COCO_val2014_{COCO_IDS[1]:012d}.jpg: image not found for image_id {COCO_IDS[1]}" in err
     assert not (tmp_path / "eval").exists()
     assert (
-        main(
+        _eval(
+            zoo,
             [
-                "eval",
-                "--model",
-                str(zoo.src),
                 "--task",
                 "vqav2",
                 "--data",
@@ -177,7 +165,7 @@ def test_missing_image_names_file_and_id(zoo, coco, tmp_path, capsys):
                 str(coco),
                 "--out",
                 str(tmp_path / "eval"),
-            ]
+            ],
         )
         != 0
     )
