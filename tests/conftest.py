@@ -48,6 +48,8 @@ def zoo(tmp_path_factory) -> TinyZoo:
     src_lm = AutoModelForCausalLM.from_config(src_config)
     size = tiny.VPGSize(vision_hidden=32, qformer_hidden=32, vision_layers=1, qformer_layers=1, num_query_tokens=4)
     blip2, processor = tiny.blip2_with_language_model(src_lm, byte_tok, size, seed=0)
+    with torch.no_grad():  # non-zero and distinct, as trained queries are: all-zero queries hide wrong wiring
+        blip2.query_tokens.copy_(torch.randn(blip2.query_tokens.shape, generator=torch.Generator().manual_seed(5)))
     blip2.save_pretrained(root / "src")
     processor.save_pretrained(root / "src")
 

@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from ..io.atomic import atomic_path
 from ..presets import resolve_model_ref
 from .config import CONVERTER_METHODS, ConverterFitConfig
 from .embeddings import EmbeddingTable, read_input_embeddings
-from .vocab import align_vocabularies, token_counts
+from .vocab import align_vocabularies, same_tokenizer, token_counts
 
 MIN_PAIRS = 32
 HELDOUT_FRACTION = 0.1
@@ -229,14 +230,18 @@ def fit_converter(
     elif config.method == "paper":
         if not captions:
             raise VPGTransError("--converter paper needs captions (--data) to pair tokens by position")
-        same_family = src_tok.get_vocab() == dst_tok.get_vocab()
-        epochs = config.paper_epochs or (5 if same_family else 8)
+        epochs = config.paper_epochs or (5 if same_tokenizer(src_tok, dst_tok) else 8)
         rows = (xs.shape[0], ys.shape[0])
         ps, pd, batches, used = position_pairs(src_tok, dst_tok, captions, config.paper_batch_captions, rows)
         if not batches:
             raise VPGTransError(f"{src} -> {dst}: no caption tokenises to the same length with both tokenizers")
-        final = fit_cosine_sgd(xs[ps].float(), ys[pd].float(), batches, epochs, config.paper_lr, config.seed)
-        probe, fit_pairs = final, len(ps)
+        fit = partial(fit_cosine_sgd, epochs=epochs, lr=config.paper_lr, seed=config.seed)
+        final = fit(xs[ps].float(), ys[pd].float(), batches)
+        # the held-out cosine, as for ridge: from a fit that never saw the held-out source tokens
+        seen = ~torch.isin(ps, src_ids[heldout])
+        kept = torch.cumsum(seen, 0) - 1  # new row index of each kept pair
+        probe_batches = [kept[rows_[seen[rows_]]] for rows_ in batches if seen[rows_].any()]
+        probe, fit_pairs = fit(xs[ps[seen]].float(), ys[pd[seen]].float(), probe_batches), len(ps)
     else:
         raise VPGTransError(f"converter method {config.method!r} is not one of: {', '.join(CONVERTER_METHODS)}")
     final.report = ConverterReport(

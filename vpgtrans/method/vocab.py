@@ -89,28 +89,38 @@ class VocabularyAlignment:
 def align_vocabularies(
     src: PreTrainedTokenizerBase, dst: PreTrainedTokenizerBase, src_rows: int, dst_rows: int
 ) -> VocabularyAlignment:
-    """Pair tokens that spell the same bytes, plus bos/eos/pad/unk by role; ids must index the tables."""
-    pairs: dict[tuple[int, int], None] = {}
-    single: set[tuple[int, int]] = set()
+    """Pair bos/eos/pad/unk by role, then tokens that spell the same bytes. Each source row pairs
+    at most once (OPT's </s> is its BOS and its EOS: it pairs with LLaMA's <s>, the first role, not
+    also with </s>), and only ids inside both tables count."""
+    pairs: dict[int, int] = {}  # source id -> destination id
+    roles, single = set(), set()
+
+    def add(s: int | None, d: int | None) -> bool:
+        if s is None or d is None or s in pairs or s >= src_rows or d >= dst_rows:
+            return False
+        pairs[s] = d
+        return True
+
     for role in SPECIAL_ROLES:
-        s, d = getattr(src, role), getattr(dst, role)
-        if s is not None and d is not None:
-            pairs[(s, d)] = None
-    by_role = len(pairs)
+        if add(getattr(src, role), getattr(dst, role)):
+            roles.add(getattr(src, role))
     dst_forms = surface_forms(dst)
     for form, s in surface_forms(src).items():
-        d = dst_forms.get(form)
-        if d is not None:
-            pairs[(s, d)] = None
-            if len(form) == 1:
-                single.add((s, d))
-    kept = [(s, d) for s, d in pairs if s < src_rows and d < dst_rows]
+        if add(s, dst_forms.get(form)) and len(form) == 1:
+            single.add(s)
     return VocabularyAlignment(
-        src_ids=[s for s, _ in kept],
-        dst_ids=[d for _, d in kept],
-        by_role=by_role,
-        single_bytes=sum(p in single for p in kept),
+        src_ids=list(pairs), dst_ids=list(pairs.values()), by_role=len(roles), single_bytes=len(single)
     )
+
+
+def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """Whether two tokenizers share their vocabulary, tokens added later (BLIP-2's <image>) aside."""
+
+    def base(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+        added = tokenizer.get_added_vocab()
+        return {token: i for token, i in tokenizer.get_vocab().items() if token not in added}
+
+    return base(a) == base(b)
 
 
 def token_counts(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str]) -> Counter:
