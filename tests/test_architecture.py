@@ -148,7 +148,7 @@ def test_help_shows_the_dataclass_defaults():
     helps = {action.dest: action.help for action in sub._actions}
     for field in dataclasses.fields(TrainingConfig):
         assert helps[field.name].startswith(field.metadata["help"]), field.name
-        if field.default is not None:
+        if field.default is not None and not isinstance(field.default, bool):  # a switch: --x / --no-x
             shown = f"{field.default:g}" if isinstance(field.default, float) else field.default
             assert helps[field.name].endswith(f"(default: {shown})"), field.name
 

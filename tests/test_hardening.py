@@ -225,3 +225,36 @@ def test_run_json_refuses_fields_outside_its_schema(tmp_path):
     run.close()
     with pytest.raises(VPGTransError, match="OUT already holds this run"):
         RunFolder(tmp_path / "run", "transfer", {"x": 1}, resume=False, overwrite=False)
+
+
+def test_an_out_that_cannot_be_written_is_named(zoo, tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):  # as root a read-only folder is still writable: refuse the probe instead
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    assert _transfer(zoo, tmp_path / "ro" / "out") == 2
+    assert f"{tmp_path / 'ro' / 'out'}: cannot write OUT ({tmp_path} is not writable: Permission denied)" in _error(
+        capsys
+    )
+
+
+def test_a_non_finite_loss_stops_before_the_update(zoo, tmp_path):
+    from vpgtrans.pipeline import initialise
+    from vpgtrans.training.data import load_caption_data
+    from vpgtrans.training.run import collator_for
+    from vpgtrans.training.stages import WARMUP, stage_config
+    from vpgtrans.training.trainer import make_accelerator, train_stage
+
+    model, processor, _ = initialise(str(zoo.src), str(zoo.dst_llama), None)
+    model.language_model.register_forward_hook(
+        lambda module, args, out: out.__class__(logits=out.logits * float("nan"))
+    )
+    before = model.language_projection.weight.detach().clone()
+    data = load_caption_data(zoo.data)
+    stage = stage_config(WARMUP, TrainingConfig(batch_size=8, stage1_steps=2), len(data.records))
+    collate = collator_for(processor, model, TrainingConfig())
+    with pytest.raises(Diverged, match="stage warmup, optimizer step 1: the loss is nan"):
+        train_stage(make_accelerator(), model, CaptionDataset(data.records), collate, stage, tmp_path / "ckpt")
+    assert torch.equal(model.language_projection.weight, before)  # checked before the update

@@ -73,7 +73,7 @@ class Crash(Exception):
     pass
 
 
-def _config(zoo, out, optimizer: str = "adamw"):
+def _plain_config(zoo, out, optimizer: str = "adamw"):
     return TransferConfig(
         src=str(zoo.src),
         dst=str(zoo.dst_llama),
@@ -91,8 +91,13 @@ def _config(zoo, out, optimizer: str = "adamw"):
     )
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_resume_reaches_the_same_weights(zoo, tmp_path, monkeypatch, optimizer):
+@pytest.mark.parametrize("optimizer, augment", [("adamw", False), ("muon", False), ("adamw", True)])
+def test_resume_reaches_the_same_weights(zoo, tmp_path, monkeypatch, optimizer, augment):
+    def _config(zoo, out, optimizer):  # with the paper's augmentation when asked: crops replay exactly too
+        config = _plain_config(zoo, out, optimizer)
+        config.training.random_crop = config.training.horizontal_flip = augment
+        return config
+
     run_transfer(_config(zoo, tmp_path / "straight", optimizer))
 
     calls = {"n": 0}
@@ -134,3 +139,24 @@ def test_a_checkpoint_resumes_only_with_its_optimizer(zoo, tmp_path):
         VPGTransError, match="step-00000002: checkpoint was trained with optimizer 'adamw', this stage uses 'muon'"
     ):
         _train(zoo, tmp_path, longer)
+
+
+def test_augmentation_draws_per_epoch_and_sample_reproducibly(zoo):
+    from PIL import Image
+
+    from vpgtrans.training.augment import Augmentation
+
+    data = load_caption_data(zoo.data)
+    plain = CaptionDataset(data.records)
+    both = CaptionDataset(data.records, Augmentation(random_crop=True, horizontal_flip=True, seed=3))
+    image, caption = plain[5]
+    assert both[5][1] == caption and both[5 + len(both)][1] == caption  # epoch 1 reads the same record
+    drawn = [both[5 + epoch * len(both)][0] for epoch in range(8)]
+    assert all(d.size == image.size for d in drawn)
+    assert len({d.tobytes() for d in drawn}) > 4  # a fresh draw each epoch
+    assert both[5][0].tobytes() == drawn[0].tobytes()  # the same draw again: a resumed run sees it too
+    flips = CaptionDataset(data.records, Augmentation(horizontal_flip=True))
+    mirrored = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).tobytes()
+    outcomes = {flips[5 + e * len(flips)][0].tobytes() for e in range(16)}
+    assert outcomes == {image.tobytes(), mirrored}
+    assert plain[5 + 3 * len(plain)][0].tobytes() == image.tobytes()  # off: the image as it is

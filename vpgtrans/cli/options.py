@@ -55,8 +55,8 @@ def add_flags(
             continue
         needed = required and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
         common = {"dest": field.name, "help": help_text, "default": None, "required": needed}
-        if kind is bool:
-            parser.add_argument(flag_name(field), action="store_true", **common)
+        if kind is bool:  # --x / --no-x: a recipe's true can be turned off
+            parser.add_argument(flag_name(field), action=argparse.BooleanOptionalAction, **common)
         elif typing.get_origin(kind) is tuple:
             choices = f" (from: {', '.join(map(str, meta['choices']))})" if meta.get("choices") else ""
             parser.add_argument(flag_name(field), metavar="A,B,...", **{**common, "help": help_text + choices})

@@ -37,7 +37,7 @@ from ..method.converter import ConverterFitConfig, WordConverter, fit_converter
 from ..method.graft import reinitialise_vpg
 from ..pipeline import initialise
 from ..training.data import CaptionData, CaptionDataset, load_caption_data
-from ..training.run import collator_for
+from ..training.run import augmentation_for, collator_for
 from ..training.stages import FINETUNE, WARMUP, TrainingConfig, stage_config, steps_per_epoch
 from ..training.trainer import make_accelerator, train_stage
 from .config import ARMS, IGNORED_TRAINING, Arm, CompareConfig
@@ -125,7 +125,8 @@ def run_arm(
     if arm.warmup_epochs is not None:
         training = replace(training, stage1_steps=None, stage1_epochs=arm.warmup_epochs)
     model, processor = arm_model(config, arm, seed, converter, inputs.data)
-    dataset, collate = CaptionDataset(inputs.data.records), collator_for(processor, model, training)
+    dataset = CaptionDataset(inputs.data.records, augmentation_for(training, seed))
+    collate = collator_for(processor, model, training)
     accelerator = make_accelerator(training.precision, training.grad_accum)
     per_epoch = steps_per_epoch(len(dataset), training, accelerator.num_processes)
     budget = config.budget_steps or config.budget_epochs * per_epoch

@@ -35,6 +35,10 @@ class TrainingConfig:
     precision: str = option(
         "fp32", "dtype of the frozen ViT and LLM, and autocast; trainable parts stay fp32", choices=PRECISIONS
     )
+    random_crop: bool = option(False, "RandomResizedCrop (scale 0.5-1.0, bicubic), as the paper trains stages 1-2")
+    horizontal_flip: bool = option(
+        False, "random horizontal flip, as the paper trains (leave off when captions speak of left and right)"
+    )
     max_text_tokens: int = option(32, "caption tokens, BOS/EOS included", minimum=2)
     checkpoint_every: int = option(200, "optimizer steps between checkpoints", minimum=1)
     num_workers: int = option(0, "data-loader worker processes", minimum=0)

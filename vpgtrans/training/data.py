@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from ..errors import VPGTransError
 from ..io.images import open_rgb
 from ..io.jsonl import iter_jsonl
+from .augment import Augmentation
 
 
 @dataclass(frozen=True)
@@ -105,17 +106,21 @@ def load_caption_data(path: str | Path, skip_bad_samples: bool = False) -> Capti
 
 
 class CaptionDataset(torch.utils.data.Dataset):
-    """Records -> (RGB image, caption); decoding errors name the record."""
+    """Records -> (RGB image, caption), augmented when asked; decoding errors name the record.
 
-    def __init__(self, records: list[CaptionRecord]):
-        self.records = records
+    An index past the end (`EpochSampler` passes epoch x size + index) picks the record modulo
+    the size and, with it, the augmentation's draw: each epoch crops afresh, reproducibly."""
+
+    def __init__(self, records: list[CaptionRecord], augmentation: Augmentation = Augmentation()):
+        self.records, self.augmentation = records, augmentation
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, str]:
-        record = self.records[index]
-        return open_rgb(record.image, record.source), record.caption
+        record = self.records[index % len(self.records)]
+        image = open_rgb(record.image, record.source)
+        return (self.augmentation(image, index) if self.augmentation else image), record.caption
 
 
 @dataclass

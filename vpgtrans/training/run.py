@@ -21,6 +21,7 @@ from ..costs import cost_record, stage_flops
 from ..errors import VPGTransError
 from ..io.atomic import differing_keys, write_text_atomic
 from ..io.outdir import LOCK_NAME, OutLock, check_out, remove_leftovers, remove_outputs
+from .augment import Augmentation
 from .data import CaptionCollator, CaptionData, CaptionDataset
 from .stages import StageSpec, TrainingConfig, stage_config
 from .trainer import JsonlLog, StageResult, train_stage
@@ -149,6 +150,10 @@ def collator_for(
     )
 
 
+def augmentation_for(training: TrainingConfig, seed: int) -> Augmentation:
+    return Augmentation(training.random_crop, training.horizontal_flip, seed)
+
+
 def run_stage(
     model: Blip2ForConditionalGeneration,
     processor: Blip2Processor,
@@ -163,7 +168,7 @@ def run_stage(
     result = train_stage(
         accelerator,
         model,
-        CaptionDataset(data.records),
+        CaptionDataset(data.records, augmentation_for(training, stage.seed)),
         collator_for(processor, model, training),
         stage,
         run.checkpoints(stage.name),

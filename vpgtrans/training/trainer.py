@@ -106,7 +106,8 @@ def lr_factor(config: StageConfig) -> Callable[[int], float]:
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
-    """A fresh permutation each epoch, seeded by (seed, epoch): any step can be replayed."""
+    """A fresh permutation each epoch, seeded by (seed, epoch): any step can be replayed. It yields
+    epoch x size + index, so the dataset can draw each epoch's augmentation afresh."""
 
     def __init__(self, size: int, seed: int):
         self.size, self.seed, self.epoch = size, seed, 0
@@ -119,7 +120,8 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        offset = self.epoch * self.size
+        return iter((offset + torch.randperm(self.size, generator=generator)).tolist())
 
 
 class JsonlLog:
