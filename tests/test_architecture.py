@@ -161,6 +161,11 @@ def test_help_shows_the_dataclass_defaults():
         (["--stage1-steps", "0"], "--stage1-steps: stage1_steps must be at least 1"),
         (["--grad-accum", "-2"], "--grad-accum: grad_accum must be at least 1"),
         (["--num-workers", "-1"], "--num-workers: num_workers must be at least 0"),
+        (["--lr", "-1"], "--lr: lr must be at least 1e-12"),
+        (["--stage1-epochs", "nan"], "--stage1-epochs: stage1_epochs must be a finite number"),
+        (["--stage2-steps", "-3"], "--stage2-steps: stage2_steps must be at least 1"),
+        (["--max-text-tokens", "0"], "--max-text-tokens: max_text_tokens must be at least 2"),
+        (["--checkpoint-every", "0"], "--checkpoint-every: checkpoint_every must be at least 1"),
     ],
 )
 def test_numeric_flags_are_checked_before_anything_runs(flags, message, tmp_path, capsys):

@@ -175,3 +175,17 @@ def test_embedding_reader_applies_opt_project_in(tmp_path):
     expected = lm.get_input_embeddings().weight @ lm.model.decoder.project_in.weight.T
     assert table.shape == (len(tok), 32)
     assert torch.allclose(table, expected.detach(), atol=1e-6)
+
+
+def test_paper_recipe_counts_a_blip2_tokenizer_as_its_lm_s(zoo, monkeypatch):
+    """BLIP-2 adds <image> to its LM's tokenizer: still the same family (5 epochs), not another (8)."""
+    import vpgtrans.method.converter as converter_module
+
+    epochs = []
+    real = converter_module.fit_cosine_sgd
+    monkeypatch.setattr(converter_module, "fit_cosine_sgd", lambda *a, **k: epochs.append(k["epochs"]) or real(*a, **k))
+    captions = [world.caption(world.generate_scene(__import__("numpy").random.default_rng(i))) for i in range(40)]
+    config = ConverterFitConfig(method="paper", paper_batch_captions=8)
+    fit_converter(str(zoo.src), str(zoo.src), captions, config)
+    fit_converter(str(zoo.src), str(zoo.dst_llama), captions, config)
+    assert epochs == [5, 5, 8, 8]  # final and probe fits of each
