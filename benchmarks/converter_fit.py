@@ -387,7 +387,7 @@ def build_stand_ins(root: str | Path, spec: StandInSpec = StandInSpec()) -> Stan
 
     captions = root / "captions.json"
     captions.write_text(json.dumps(synthetic_captions(shared, spec.captions, spec.seed)))
-    by_role = 2  # bos (</s> -> <s>; OPT's </s> is its EOS too, and pairs once), unk; LLaMA has no pad
+    by_role = 2  # specials spelled alike: </s> (OPT's BOS and EOS, paired once) and <unk>; LLaMA has no pad
     return StandIns(
         src=src_dir,
         dst=dst_dir,

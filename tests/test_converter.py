@@ -34,7 +34,7 @@ def test_alignment_pairs_spellings_and_roles(zoo):
     tok = lambda t, s: t.convert_tokens_to_ids(s)  # noqa: E731
     assert (tok(src, "Ġred"), tok(dst, "▁red")) in pairs
     assert (tok(src, "Ċ"), tok(dst, "<0x0A>")) in pairs
-    assert (src.bos_token_id, dst.bos_token_id) in pairs  # OPT </s> as BOS pairs with LLaMA <s>
+    assert (src.eos_token_id, dst.eos_token_id) in pairs  # OPT's </s> (BOS and EOS) with LLaMA's </s>
     assert alignment.src_ids.count(src.eos_token_id) == 1  # OPT's </s> is its BOS and EOS: paired once
     image_id = src.convert_tokens_to_ids("<image>")
     assert image_id not in alignment.src_ids  # added tokens never pair by spelling

@@ -89,9 +89,10 @@ class VocabularyAlignment:
 def align_vocabularies(
     src: PreTrainedTokenizerBase, dst: PreTrainedTokenizerBase, src_rows: int, dst_rows: int
 ) -> VocabularyAlignment:
-    """Pair bos/eos/pad/unk by role, then tokens that spell the same bytes. Each source row pairs
-    at most once (OPT's </s> is its BOS and its EOS: it pairs with LLaMA's <s>, the first role, not
-    also with </s>), and only ids inside both tables count."""
+    """Pair special tokens spelled alike (`</s>` with `</s>`), then bos/eos/pad/unk left over by
+    role, then ordinary tokens that spell the same bytes. Each source row pairs at most once (OPT's
+    `</s>` is its BOS and its EOS: it pairs with LLaMA's `</s>`, not also with `<s>`), and only ids
+    inside both tables count."""
     pairs: dict[int, int] = {}  # source id -> destination id
     roles, single = set(), set()
 
@@ -101,6 +102,10 @@ def align_vocabularies(
         pairs[s] = d
         return True
 
+    dst_vocab = dst.get_vocab()
+    for token, s in zip(src.all_special_tokens, src.all_special_ids):
+        if token in dst_vocab and dst_vocab[token] in dst.all_special_ids and add(s, dst_vocab[token]):
+            roles.add(s)
     for role in SPECIAL_ROLES:
         if add(getattr(src, role), getattr(dst, role)):
             roles.add(getattr(src, role))
