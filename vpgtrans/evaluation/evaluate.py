@@ -20,6 +20,7 @@ from ..errors import VPGTransError
 from ..io.atomic import write_text_atomic
 from ..io.images import open_rgb
 from ..training.stages import DTYPES
+from ..world.language import ATTRIBUTES
 from .config import Benchmark, EvalConfig, GenerationSettings
 from .formats import CaptionSample, VQASample
 from .generation import generate
@@ -177,12 +178,14 @@ def run_eval(config: EvalConfig) -> dict:
     return metrics
 
 
+WORLD_TASKS = ("toy-caption", "toy-vqa")  # a miniature-world folder is scored as these two tasks
 WORLD_METRICS = {"caption": "toy-caption_attribute_accuracy", "cider": "toy-caption", "vqa": "toy-vqa"}
+WORLD_KINDS = {f"caption_{kind}": f"toy-caption_{kind}_accuracy" for kind in ATTRIBUTES}  # recorded, not ranked
 
 
 def load_world(folder: str, limit: int | None = None) -> list[LoadedBenchmark]:
     """A held-out miniature-world folder as its two tasks, read once to be scored many times."""
-    return [load_benchmark(Benchmark(task, folder, limit=limit)) for task in ("toy-caption", "toy-vqa")]
+    return [load_benchmark(Benchmark(task, folder, limit=limit)) for task in WORLD_TASKS]
 
 
 def world_scores(model, processor, world: list[LoadedBenchmark]) -> dict[str, float]:
@@ -192,9 +195,4 @@ def world_scores(model, processor, world: list[LoadedBenchmark]) -> dict[str, fl
     scores: dict[str, float] = {}
     for loaded in world:
         scores.update(benchmark_scores(model, processor, loaded))
-    kinds = {
-        f"caption_{k.removeprefix('toy-caption_').removesuffix('_accuracy')}": v
-        for k, v in scores.items()
-        if k.startswith("toy-caption_") and k != WORLD_METRICS["caption"]
-    }
-    return {**{name: scores[key] for name, key in WORLD_METRICS.items()}, **kinds}
+    return {name: scores[key] for name, key in {**WORLD_METRICS, **WORLD_KINDS}.items()}
