@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..config import DST_HELP, SRC_HELP, option
-from ..efficiency.config import CompareConfig
+from ..efficiency.config import IGNORED_TRAINING, CompareConfig
 from ..errors import VPGTransError
 from ..evaluation.config import Benchmark, EvalConfig, GenerationSettings
 from ..evaluation.tasks import TASK_NAMES
@@ -23,12 +23,10 @@ from ..training.config import TrainingConfig
 from ..transfer_config import StageRunConfig, TransferConfig
 from .options import given, layered
 
-# Training fields each command uses: compare sets the seed per arm, checkpoints nothing and
-# replaces the fine-tuning length by its budget; a single stage takes only its own stage's fields.
+# Training fields each command uses: compare leaves out what it does not use (IGNORED_TRAINING);
+# a single stage takes only its own stage's fields.
 TRAINING_FIELDS = [f.name for f in fields(TrainingConfig)]
-COMPARE_TRAINING = [
-    n for n in TRAINING_FIELDS if n not in ("seed", "checkpoint_every", "stage2_steps", "stage2_epochs")
-]
+COMPARE_TRAINING = [n for n in TRAINING_FIELDS if n not in IGNORED_TRAINING]
 STAGE_TRAINING = {
     "warmup": [n for n in TRAINING_FIELDS if not n.startswith("stage2_")],
     "finetune": [n for n in TRAINING_FIELDS if not n.startswith("stage1_") and n != "warmup_lr_mult"],
@@ -40,7 +38,7 @@ class RunControl:
     """How a command treats an OUT that already holds a run."""
 
     resume: bool = option(False, "continue the run already in OUT")
-    overwrite: bool = option(False, "delete what OUT holds and start afresh")
+    overwrite: bool = option(False, "delete what a run made in OUT and start afresh (never anything else)")
 
 
 @dataclass
