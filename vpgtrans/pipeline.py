@@ -72,9 +72,8 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
     check_causal_lm_ref(config.dst)
     world = load_world(config.eval, config.eval_limit) if config.eval else None
     accelerator = make_accelerator(training.precision, training.grad_accum)
-    run = RunFolder(config.out, "transfer", json.loads(json.dumps(asdict(config))), resume, overwrite,
-                    inputs=(config.data, config.src, config.dst, config.eval))  # fmt: skip
-    try:
+    inputs = (config.data, config.src, config.dst, config.eval)
+    with RunFolder(config.out, "transfer", json.loads(json.dumps(asdict(config))), resume, overwrite, inputs) as run:
         converter_path = run.path / "converter.safetensors"
         if converter_path.exists():
             converter = WordConverter.load(converter_path)
@@ -100,8 +99,6 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
         if world and accelerator.is_main_process:
             run.save(evaluation=evaluate_against_source(model, processor, config.src, world, training.precision))
         run.save(status="done")
-    finally:
-        run.close()
     return model_dir
 
 
@@ -114,15 +111,12 @@ def run_single_stage(spec: StageSpec, config: StageRunConfig, resume: bool = Fal
     set_precision(model, training.precision)
     accelerator = make_accelerator(training.precision, training.grad_accum)
     config_record = json.loads(json.dumps(asdict(config)))
-    run = RunFolder(config.out, spec.name, config_record, resume, overwrite, inputs=(config.model, config.data))
-    try:
+    with RunFolder(config.out, spec.name, config_record, resume, overwrite, inputs=(config.model, config.data)) as run:
         run_stage(model, processor, data, spec, training, run, accelerator)
         model_dir = run.path / "model"
         if accelerator.is_main_process:
             save_model(model, processor, model_dir)
         run.save(status="done", model=str(model_dir))
-    finally:
-        run.close()
     return model_dir
 
 

@@ -35,15 +35,14 @@ def add_flags(
     cls: type,
     *,
     only: Iterable[str] | None = None,
-    exclude: Iterable[str] = (),
     required: bool = False,
 ) -> None:
-    """A flag per field of `cls` (`only` those named, none of `exclude`); nested dataclasses are
-    skipped. With `required`, fields without a default are required flags."""
+    """A flag per field of `cls` (`only` those named); nested dataclasses are skipped. With
+    `required`, fields without a default are required flags."""
     hints = field_types(cls)
-    only, exclude = (set(only) if only is not None else None), set(exclude)
+    only = set(only) if only is not None else None
     for field in dataclasses.fields(cls):
-        if (only is not None and field.name not in only) or field.name in exclude or "help" not in field.metadata:
+        if (only is not None and field.name not in only) or "help" not in field.metadata:
             continue
         kind, _ = scalar_type(hints[field.name])
         if dataclasses.is_dataclass(kind):  # a nested config has flags of its own

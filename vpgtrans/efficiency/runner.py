@@ -32,7 +32,7 @@ from ..evaluation.evaluate import (
     world_scores,
 )
 from ..io.atomic import differing_keys, write_text_atomic
-from ..io.outdir import OutLock, check_out, remove_outputs
+from ..io.outdir import OutLock, check_out, check_run_control, remove_outputs
 from ..method.converter import ConverterFitConfig, WordConverter, fit_converter
 from ..method.graft import reinitialise_vpg
 from ..pipeline import initialise
@@ -235,8 +235,7 @@ def run_compare(config: CompareConfig, resume: bool = False, overwrite: bool = F
 
     An OUT that already holds curves is continued only with `resume` (curves saved with other
     settings are refused) and emptied first with `overwrite`."""
-    if resume and overwrite:
-        raise VPGTransError("--resume and --overwrite contradict each other: continue OUT's compare, or start afresh")
+    check_run_control(resume, overwrite)
     metrics = metric_names(config)
     inputs = CompareInputs.load(config)
     out = Path(config.out)

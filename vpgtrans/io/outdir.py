@@ -20,6 +20,11 @@ LOCK_NAME = ".vpgtrans.lock"
 LEFTOVERS = (".*.tmp", ".*.old")  # atomic writes interrupted by a kill (io/atomic.py)
 
 
+def check_run_control(resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise VPGTransError("--resume and --overwrite contradict each other: continue OUT's run, or start afresh")
+
+
 def check_out(out: str | Path, inputs: Iterable[str | Path | None] = ()) -> None:
     """OUT must be a folder or not exist yet, be writable, and hold none of the inputs."""
     out = Path(out)
@@ -87,13 +92,11 @@ class OutLock:
 
 def remove_leftovers(folder: Path) -> None:
     """Temporary copies left by an interrupted atomic write (a model copy can be gigabytes)."""
-    for pattern in LEFTOVERS:
-        for path in folder.glob(pattern):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    remove_outputs(folder, ())
 
 
 def remove_outputs(out: Path, outputs: Iterable[str]) -> None:
-    """Delete the entries (names or glob patterns) a run makes in OUT, and nothing else."""
+    """Delete the entries (names or glob patterns) a run makes in OUT, and crash leftovers; nothing else."""
     for pattern in (*outputs, *LEFTOVERS):
         for path in out.glob(pattern):
             shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -55,29 +55,28 @@ def _data_file(path: Path) -> tuple[Path, str, str]:
     return path, "image", str(path.parent)
 
 
-def _check_record(row: dict, image_field: str, root: str, where: str) -> CaptionRecord:
-    """The record's fields, and its image decoded in full: a truncated file fails here, not mid-run."""
+def _caption(row: dict, where: str) -> str:
     caption = row.get("caption")
     if not isinstance(caption, str) or not caption.strip():
         raise VPGTransError(f"{where}: field 'caption' must be a non-empty string, got {caption!r}")
+    return caption.strip()
+
+
+def _check_record(row: dict, image_field: str, root: str, where: str) -> CaptionRecord:
+    """The record's fields, and its image decoded in full: a truncated file fails here, not mid-run."""
+    caption = _caption(row, where)
     image = row.get(image_field)
     if not isinstance(image, str) or not image:
         raise VPGTransError(f"{where}: field {image_field!r} must be an image path, got {image!r}")
     path = Path(root) / image
     open_rgb(path, where)
-    return CaptionRecord(image=path, caption=caption.strip(), source=where)
+    return CaptionRecord(image=path, caption=caption, source=where)
 
 
 def load_captions(path: str | Path) -> list[str]:
     """DATA's captions alone, images unread: all a converter fit needs (a bad caption still raises)."""
     jsonl, _, _ = _data_file(Path(path))
-    captions = []
-    for number, row in iter_jsonl(jsonl):
-        caption = row.get("caption")
-        if not isinstance(caption, str) or not caption.strip():
-            raise VPGTransError(f"{jsonl}:{number}: field 'caption' must be a non-empty string, got {caption!r}")
-        captions.append(caption.strip())
-    return captions
+    return [_caption(row, f"{jsonl}:{number}") for number, row in iter_jsonl(jsonl)]
 
 
 def load_caption_data(path: str | Path, skip_bad_samples: bool = False) -> CaptionData:

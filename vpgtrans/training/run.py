@@ -20,7 +20,7 @@ from transformers import Blip2ForConditionalGeneration, Blip2Processor
 from ..costs import cost_record, stage_flops
 from ..errors import VPGTransError
 from ..io.atomic import differing_keys, write_text_atomic
-from ..io.outdir import LOCK_NAME, OutLock, check_out, remove_leftovers, remove_outputs
+from ..io.outdir import LOCK_NAME, OutLock, check_out, check_run_control, remove_leftovers, remove_outputs
 from .augment import Augmentation
 from .data import CaptionCollator, CaptionData, CaptionDataset
 from .stages import StageSpec, TrainingConfig, stage_config
@@ -71,8 +71,7 @@ class RunFolder:
 
     def __init__(self, out: str | Path, command: str, config: dict, resume: bool, overwrite: bool,
                  inputs: Iterable[str | None] = ()):  # fmt: skip
-        if resume and overwrite:
-            raise VPGTransError("--resume and --overwrite contradict each other: continue OUT's run, or start afresh")
+        check_run_control(resume, overwrite)
         self.path = Path(out)
         check_out(self.path, inputs)
         run_json = self.path / "run.json"
@@ -123,6 +122,12 @@ class RunFolder:
 
     def close(self) -> None:
         self.lock.release()
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def checkpoints(self, stage: str) -> Path:
         return self.path / "checkpoints" / stage
