@@ -117,3 +117,32 @@ def coco(zoo, tmp_path) -> Path:
         },
     )
     return root
+
+
+# A Vicuna-like template in the words the tiny tokenizers know: the destination's own chat template.
+TOY_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}Question: {{ m['content'] }}\n"
+    "{% else %}Answer: {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Answer:{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def chat_model(zoo) -> Path:
+    """A grafted BLIP-2 folder whose destination tokenizer has its own chat template (random weights:
+    its answers are noise, its mechanics are real)."""
+    from transformers import AutoTokenizer
+
+    from vpgtrans.pipeline import initialise, save_model
+
+    dst = zoo.root / "dst_chat"
+    if not dst.exists():
+        tokenizer = AutoTokenizer.from_pretrained(zoo.dst_llama)
+        tokenizer.chat_template = TOY_CHAT_TEMPLATE
+        AutoModelForCausalLM.from_pretrained(zoo.dst_llama).save_pretrained(dst)
+        tokenizer.save_pretrained(dst)
+    folder = zoo.root / "chat_model"
+    if not folder.exists():
+        model, processor, _ = initialise(str(zoo.src), str(dst), None)
+        save_model(model, processor, folder)
+    return folder

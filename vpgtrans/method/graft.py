@@ -26,6 +26,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from ..costs import llm_params
 from ..errors import VPGTransError
 from ..io.hub import check_weight_files, read_config
+from ..chat.template import IMAGE_TOKEN, attach_chat_template
 from ..presets import resolve_model_ref
 from .converter import WordConverter, fuse_projection, load_tokenizer
 from .embeddings import checkpoint_key_index, read_tensor
@@ -35,7 +36,6 @@ VPG_PREFIXES = ("vision_model.", "qformer.", "query_tokens")
 # precision of the frozen ViT and LLM.
 TRAINABLE_VPG = ("qformer", "query_tokens", "vision_model.post_layernorm", "language_projection")
 PROJECTION_KEYS = {"language_projection.weight", "language_projection.bias"}
-IMAGE_TOKEN = "<image>"
 
 
 def _check_loading_info(ref: str, info: dict, allowed_missing: set[str] = frozenset()) -> None:
@@ -90,6 +90,8 @@ def load_blip2(ref: str, dtype: torch.dtype = torch.float32) -> tuple[Blip2ForCo
         processor = Blip2Processor.from_pretrained(path)
     except (OSError, ValueError, TypeError) as exc:
         raise VPGTransError(f"{ref}: cannot load its Blip2Processor (image processor + tokenizer): {exc}") from exc
+    if processor.chat_template is None:  # transformers' Blip2Processor drops chat_template.jinja on loading;
+        processor.chat_template = processor.tokenizer.chat_template  # its tokenizer reads the same file
     return model.eval(), processor
 
 
@@ -204,6 +206,7 @@ def graft(
     processor = Blip2Processor(
         image_processor=source_processor.image_processor, tokenizer=tokenizer, num_query_tokens=config.num_query_tokens
     )
+    attach_chat_template(processor, config.num_query_tokens)
     report = GraftReport(
         inherited_vpg_keys=len(vpg_keys),
         inherited_lm_keys=len(lm_keys),
