@@ -1,7 +1,8 @@
-"""The VPGTrans pipeline: fit converter -> graft with fused projector -> warm-up -> fine-tune -> export.
+"""The VPGTrans pipeline: fit converter -> graft with fused projector -> warm-up -> fine-tune
+[-> instruction tuning] -> export.
 
 `run_transfer` is exactly the separate commands in order (`fit-converter`, `init`, `warmup`,
-`finetune`), which share these functions. Everything is validated before OUT is touched, and
+`finetune`, `instruct`), which share these functions. Everything is validated before OUT is touched, and
 OUT/model appears only when complete. The pipeline ends at its export; reports are the CLI's.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
+from .chat.template import chat_generation_config, check_chat_template
 from .errors import VPGTransError
 from .evaluation.evaluate import WORLD_METRICS, load_world, world_scores
 from .io.atomic import atomic_dir
@@ -22,14 +24,19 @@ from .method.converter import ConverterFitConfig, WordConverter, fit_converter
 from .method.graft import GraftReport, check_blip2_ref, check_causal_lm_ref, graft, load_blip2, load_causal_lm
 from .method.prompt_scale import match_prompt_scale
 from .training.data import CaptionRecord, load_caption_data
-from .training.run import RunFolder, run_stage
-from .training.stages import DTYPES, FINETUNE, WARMUP, StageSpec, set_precision
+from .training.run import RunFolder, load_stage_data, run_stage
+from .training.stages import DTYPES, FINETUNE, INSTRUCT, WARMUP, StageSpec, set_precision
 from .training.trainer import make_accelerator
 from .transfer_config import StageRunConfig, TransferConfig
 
 
-def save_model(model: Blip2ForConditionalGeneration, processor: Blip2Processor, folder: Path) -> None:
-    """A `save_pretrained` folder that loads with transformers alone, written atomically."""
+def save_model(
+    model: Blip2ForConditionalGeneration, processor: Blip2Processor, folder: Path, chat: bool = False
+) -> None:
+    """A `save_pretrained` folder that loads with transformers alone, written atomically. A `chat` model
+    (instruction-tuned) gets the chat decoding defaults; the others keep the captioning ones."""
+    if chat:
+        model.generation_config = chat_generation_config(processor)
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
@@ -68,11 +75,12 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
     training = config.training
     check_precision(training.precision)
     data = load_caption_data(config.data, config.skip_bad_samples)
+    chat_data = load_stage_data(INSTRUCT, config.chat, config.skip_bad_samples) if config.chat else None
     check_blip2_ref(config.src)  # fail on bad references before OUT is created
     check_causal_lm_ref(config.dst)
     world = load_world(config.eval, config.eval_limit) if config.eval else None
     accelerator = make_accelerator(training.precision, training.grad_accum)
-    inputs = (config.data, config.src, config.dst, config.eval)
+    inputs = (config.data, config.src, config.dst, config.eval, config.chat)
     with RunFolder(config.out, "transfer", json.loads(json.dumps(asdict(config))), resume, overwrite, inputs) as run:
         converter_path = run.path / "converter.safetensors"
         if converter_path.exists():
@@ -88,13 +96,17 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
         run.save(
             converter=asdict(converter.report) if converter.report else None,
             graft=asdict(graft_report),
-            data={"path": str(data.path), "samples": len(data.records), "skipped": data.skipped},
+            data=data_record(data),
+            chat_data=data_record(chat_data) if chat_data else None,
         )
         for spec in (WARMUP, FINETUNE):
             run_stage(model, processor, data, spec, training, run, accelerator)
+        if chat_data:
+            check_chat_template(processor, model.config.num_query_tokens)
+            run_stage(model, processor, chat_data, INSTRUCT, training, run, accelerator)
         model_dir = run.path / "model"
         if accelerator.is_main_process:
-            save_model(model, processor, model_dir)
+            save_model(model, processor, model_dir, chat=chat_data is not None)
         run.save(model=str(model_dir), wall_seconds=time.perf_counter() - started)
         if world and accelerator.is_main_process:
             run.save(evaluation=evaluate_against_source(model, processor, config.src, world, training.precision))
@@ -106,18 +118,26 @@ def run_single_stage(spec: StageSpec, config: StageRunConfig, resume: bool = Fal
     """One stage of the method on a grafted model folder; returns OUT/model."""
     training = config.training
     check_precision(training.precision)
-    data = load_caption_data(config.data, config.skip_bad_samples)
+    data = load_stage_data(spec, config.data, config.skip_bad_samples)
     model, processor = load_blip2(config.model, DTYPES[training.precision])
+    if spec is INSTRUCT:
+        check_chat_template(processor, model.config.num_query_tokens)
     set_precision(model, training.precision)
     accelerator = make_accelerator(training.precision, training.grad_accum)
     config_record = json.loads(json.dumps(asdict(config)))
     with RunFolder(config.out, spec.name, config_record, resume, overwrite, inputs=(config.model, config.data)) as run:
+        run.save(**{"chat_data" if spec is INSTRUCT else "data": data_record(data)})
         run_stage(model, processor, data, spec, training, run, accelerator)
         model_dir = run.path / "model"
         if accelerator.is_main_process:
-            save_model(model, processor, model_dir)
+            save_model(model, processor, model_dir, chat=spec is INSTRUCT)
         run.save(status="done", model=str(model_dir))
     return model_dir
+
+
+def data_record(data) -> dict:
+    """What run.json keeps of a stage's data."""
+    return {"path": str(data.path), "samples": len(data.records), "skipped": data.skipped}
 
 
 def evaluate_against_source(model, processor, src: str, world, precision: str) -> dict:

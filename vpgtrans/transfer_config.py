@@ -26,6 +26,11 @@ class TransferConfig:
         "rescale the fused projector to the source's soft-prompt / word-embedding ratio "
         "(docs/results.md#the-prompt-scale-option)",
     )
+    chat: str | None = option(
+        None,
+        "conversations to instruction-tune on after fine-tuning (stage 3, VL-Vicuna): our JSONL, LLaVA JSON or "
+        "MiniGPT-4's cc_sbu_align folder",
+    )
     skip_bad_samples: bool = option(False, "skip and count unreadable records instead of failing")
     eval: str | None = option(None, "held-out miniature-world folder to score the result and the source on")
     eval_limit: int | None = option(None, "score at most this many captions and questions", minimum=1)
@@ -40,10 +45,13 @@ class TransferConfig:
 
 @dataclass
 class StageRunConfig:
-    """`vpgtrans warmup` / `finetune`: one stage on a grafted model folder."""
+    """`vpgtrans warmup` / `finetune` / `instruct`: one stage on a BLIP-2 folder."""
 
-    model: str = option(help="grafted BLIP-2 folder (from init or warmup)")
-    data: str = option(help="image-caption JSONL or imagefolder")
+    model: str = option(help="BLIP-2 folder (from init, warmup or finetune)")
+    data: str = option(
+        help="captions (warmup, finetune: JSONL or imagefolder) or conversations (instruct: JSONL, LLaVA JSON or "
+        "cc_sbu_align folder)"
+    )
     out: str = option(help="run folder; the model goes to OUT/model")
     training: TrainingConfig = field(default_factory=TrainingConfig)
     skip_bad_samples: bool = option(False, "skip and count unreadable records instead of failing")

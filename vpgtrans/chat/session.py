@@ -19,7 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, StopStringCrite
 from ..errors import VPGTransError
 from ..io.images import to_rgb
 from .config import ChatSettings
-from .template import IMAGE_TOKEN, check_chat_template, end_marker, render
+from .template import IMAGE_TOKEN, check_chat_template, end_marker, render, stop_token_ids
 
 
 @dataclass
@@ -82,11 +82,8 @@ class ChatModel:
 
     def _stops(self) -> tuple[list[int], list[str]]:
         """End-of-answer token ids, and the marker as a stop string when it is not one token."""
-        eos = [self.tokenizer.eos_token_id]
-        ids = self.tokenizer.encode(self.marker, add_special_tokens=False)
-        if len(ids) == 1:
-            return sorted(set(eos + ids)), []
-        return eos, [self.marker]
+        ids = stop_token_ids(self.processor)
+        return ids, [] if len(self.tokenizer.encode(self.marker, add_special_tokens=False)) == 1 else [self.marker]
 
     def fit(self, messages: list[dict], settings: ChatSettings) -> tuple[list[dict], list[int], int, int]:
         """(messages kept, prompt ids, turns dropped, new-token budget): the oldest turns go first,
@@ -160,15 +157,19 @@ class ChatModel:
         with self.lock:
             if settings.seed is not None:
                 torch.manual_seed(settings.seed)
-            output = self._stream(generate, kwargs, on_text) if settings.num_beams == 1 and on_text else generate(**kwargs)
+            streaming = settings.num_beams == 1 and on_text is not None
+            output = self._stream(generate, kwargs, on_text, stop) if streaming else generate(**kwargs)
         new = output[0, len(ids) :] if self.model.config.use_decoder_only_language_model else output[0]
         text = self.tokenizer.decode(new, skip_special_tokens=True).split(self.marker)[0].strip()
-        if on_text and not (settings.num_beams == 1):
+        if on_text and not streaming:
             on_text(text)
         return Reply(text, len(ids), int(len(new)), dropped, stop.is_set())
 
-    def _stream(self, generate: Callable, kwargs: dict, on_text: Callable[[str], None]) -> torch.Tensor:
-        """Generate in a thread, handing `on_text` the answer so far, never a part of the end marker."""
+    def _stream(
+        self, generate: Callable, kwargs: dict, on_text: Callable[[str], None], stop: threading.Event
+    ) -> torch.Tensor:
+        """Generate in a thread, handing `on_text` the answer so far, never a part of the end marker.
+        Ctrl-C stops the answer where it is."""
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         result: dict[str, Any] = {}
 
@@ -182,12 +183,19 @@ class ChatModel:
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         text, shown = "", 0
-        for piece in streamer:
+        pieces = iter(streamer)
+        while True:
+            try:
+                piece = next(pieces)
+            except StopIteration:
+                break
+            except KeyboardInterrupt:
+                stop.set()  # generation ends at its next token; the loop drains what is left
+                continue
             text += piece
             cut = text.find(self.marker)
-            visible = text[:cut] if cut >= 0 else text[: len(text) - _held_back(text, self.marker)]
-            visible = visible.lstrip()
-            if len(visible) > shown:
+            visible = (text[:cut] if cut >= 0 else text[: len(text) - _held_back(text, self.marker)]).lstrip()
+            if len(visible) > shown and not stop.is_set():
                 on_text(visible)
                 shown = len(visible)
         thread.join()

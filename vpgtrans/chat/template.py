@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import Blip2Processor, PreTrainedTokenizerBase
+from transformers import Blip2Processor, GenerationConfig, PreTrainedTokenizerBase
 
 from ..errors import VPGTransError
 
@@ -45,7 +45,8 @@ _MINIGPT4 = (
 {{- '###' -}}
 {%- for message in loop_messages -%}
 {%- if message['role'] == 'user' -%}{{- 'Human: ' + render_content(message['content'], image_text) + '###' -}}
-{%- elif message['role'] == 'assistant' -%}{{- 'Assistant: ' + render_content(message['content'], image_text) + '###' -}}
+{%- elif message['role'] == 'assistant' -%}
+{{- 'Assistant: ' + render_content(message['content'], image_text) + '###' -}}
 {%- else -%}{{- raise_exception('roles are system (first), user and assistant; got ' + message['role']) -}}
 {%- endif -%}
 {%- endfor -%}
@@ -141,3 +142,23 @@ def answer_spans(processor: Any, messages: list[dict]) -> tuple[str, list[tuple[
         start = len(prompt) + len(through[len(prompt) :]) - len(through[len(prompt) :].lstrip())
         spans.append((start, len(through)))
     return text, spans
+
+
+def stop_token_ids(processor: Any) -> list[int]:
+    """End-of-answer token ids: EOS, and the end marker when it is one token (else it is a stop string)."""
+    tokenizer = processor.tokenizer
+    marker = tokenizer.encode(end_marker(processor), add_special_tokens=False)
+    return sorted({tokenizer.eos_token_id, *(marker if len(marker) == 1 else ())})
+
+
+def chat_generation_config(processor: Any) -> GenerationConfig:
+    """A chat model's decoding defaults (VL-Vicuna's: up to 300 new tokens, stop at the end of the
+    answer, never emit `<image>`), so a plain `model.generate` answers as `vpgtrans chat` does."""
+    tokenizer = processor.tokenizer
+    return GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=stop_token_ids(processor),
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=300,
+        suppress_tokens=[tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)],
+    )

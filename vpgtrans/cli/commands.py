@@ -19,7 +19,7 @@ from ..evaluation.config import Benchmark, EvalConfig, GenerationSettings
 from ..evaluation.tasks import TASK_NAMES
 from ..method.config import ConverterFitConfig
 from ..reports.report import Pricing
-from ..training.config import TrainingConfig
+from ..training.config import INSTRUCTION_FIELDS, TrainingConfig
 from ..transfer_config import StageRunConfig, TransferConfig
 from .options import given, layered
 
@@ -27,9 +27,13 @@ from .options import given, layered
 # a single stage takes only its own stage's fields.
 TRAINING_FIELDS = [f.name for f in fields(TrainingConfig)]
 COMPARE_TRAINING = [n for n in TRAINING_FIELDS if n not in IGNORED_TRAINING]
+CAPTION_ONLY = ("lr", "warmup_lr_mult", "random_crop", "horizontal_flip", "max_text_tokens")
 STAGE_TRAINING = {
-    "warmup": [n for n in TRAINING_FIELDS if not n.startswith("stage2_")],
-    "finetune": [n for n in TRAINING_FIELDS if not n.startswith("stage1_") and n != "warmup_lr_mult"],
+    "warmup": [n for n in TRAINING_FIELDS if not n.startswith("stage2_") and n not in INSTRUCTION_FIELDS],
+    "finetune": [
+        n for n in TRAINING_FIELDS if not n.startswith("stage1_") and n not in ("warmup_lr_mult", *INSTRUCTION_FIELDS)
+    ],
+    "instruct": [n for n in TRAINING_FIELDS if not n.startswith(("stage1_", "stage2_")) and n not in CAPTION_ONLY],
 }
 
 
@@ -73,6 +77,11 @@ class WorldArgs:
 class CaptionArgs:
     model: str = option(help="BLIP-2 folder, hub id or preset")
     images: tuple[str, ...] = option(help="image files", positional=True)
+
+
+@dataclass
+class ChatArgs:
+    image: str | None = option(None, "image to talk about (more with /image PATH during the chat)")
 
 
 @dataclass
@@ -369,3 +378,81 @@ def cmd_estimate(args: argparse.Namespace) -> None:
             indent=2,
         )
     )
+
+
+CHAT_HELP = "/image PATH shows an image, /reset starts afresh, /save FILE writes the transcript (JSON), /quit ends"
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from ..chat.config import ChatModelArgs, ChatSettings
+    from ..chat.session import ChatModel, ChatSession
+    from ..io.images import open_rgb
+
+    a, chat_args = ChatModelArgs(**given(ChatModelArgs, args)), ChatArgs(**given(ChatArgs, args))
+    settings = ChatSettings(**given(ChatSettings, args))
+    image = open_rgb(chat_args.image) if chat_args.image else None  # a bad image fails before the model loads
+    session = ChatSession(ChatModel.load(a.model, a.precision), settings)
+    if image is not None:
+        session.show(image, chat_args.image)
+    print(f"vpgtrans chat with {a.model}: {CHAT_HELP}", flush=True)
+    chat_loop(session)
+
+
+def chat_loop(session) -> None:
+    """Read lines until /quit or end of input: commands, or questions answered as they stream."""
+    from ..io.atomic import write_text_atomic
+    from ..io.images import open_rgb
+
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        command, _, rest = line.partition(" ")
+        try:
+            if not line:
+                continue
+            if command in ("/quit", "/exit"):
+                return
+            if command == "/reset":
+                session.reset()
+                print("(conversation reset)")
+            elif command == "/image":
+                session.show(open_rgb(rest.strip(), "/image"), rest.strip())
+                print(f"(image {rest.strip()} will go with your next message)")
+            elif command == "/save":
+                write_text_atomic(Path(rest.strip()), json.dumps(session.transcript(), indent=2))
+                print(f"(transcript saved to {rest.strip()})")
+            elif command.startswith("/"):
+                print(f"unknown command {command}; {CHAT_HELP}")
+            else:
+                _answer(session, line)
+        except VPGTransError as exc:
+            print(f"error: {exc}")
+
+
+def _answer(session, question: str) -> None:
+    """Ask, printing the answer as it grows; Ctrl-C stops it (what came so far is kept)."""
+    shown = 0
+
+    def show(text: str) -> None:
+        nonlocal shown
+        print(text[shown:], end="", flush=True)
+        shown = len(text)
+
+    print("assistant> ", end="", flush=True)
+    reply = session.ask(question, on_text=show)
+    print(" [stopped]" if reply.stopped else "", flush=True)
+    if reply.dropped_turns:
+        print(f"(the {reply.dropped_turns} oldest turn(s) were left out to fit the context)")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from ..chat.config import ChatModelArgs, ChatSettings, ServeArgs
+    from ..chat.serve import serve
+    from ..chat.session import ChatModel
+
+    a = ChatModelArgs(**given(ChatModelArgs, args))
+    settings, serve_args = ChatSettings(**given(ChatSettings, args)), ServeArgs(**given(ServeArgs, args))
+    serve(ChatModel.load(a.model, a.precision), settings, serve_args)

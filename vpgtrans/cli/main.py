@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..chat.config import ChatModelArgs, ChatSettings, ServeArgs
 from ..efficiency.config import CompareConfig
 from ..errors import VPGTransError
 from ..evaluation.config import Benchmark, EvalConfig, GenerationSettings
@@ -22,6 +23,7 @@ from .commands import (
     COMPARE_TRAINING,
     STAGE_TRAINING,
     CaptionArgs,
+    ChatArgs,
     EstimateArgs,
     FitConverterArgs,
     InitArgs,
@@ -30,6 +32,7 @@ from .commands import (
     ScoreArgs,
     WorldArgs,
     cmd_caption,
+    cmd_chat,
     cmd_compare,
     cmd_estimate,
     cmd_eval,
@@ -37,6 +40,7 @@ from .commands import (
     cmd_init,
     cmd_report,
     cmd_score,
+    cmd_serve,
     cmd_stage,
     cmd_transfer,
     cmd_world,
@@ -101,12 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("warmup", "stage 1: train the projector alone at warmup-lr-mult x LR"),
         ("finetune", "stage 2: train Q-Former, queries, ln_vision and projector"),
+        ("instruct", "stage 3: instruction-tune on image conversations, loss on the answers (VL-Vicuna)"),
     ):
         p = sub.add_parser(name, help=help_text)
         add_flags(p, StageRunConfig, required=True)
         add_flags(p.add_argument_group("training"), TrainingConfig, only=STAGE_TRAINING[name])
         add_flags(p, RunControl)
         p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("chat", help="talk to a chat model about images in the terminal; answers stream")
+    add_flags(p, ChatModelArgs, required=True)
+    add_flags(p, ChatArgs)
+    add_flags(p, ChatSettings)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser(
+        "serve", help="a web chat page and an OpenAI-compatible /v1/chat/completions endpoint for a chat model"
+    )
+    add_flags(p, ChatModelArgs, required=True)
+    add_flags(p, ServeArgs)
+    add_flags(p, ChatSettings)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
         "world", help="write a miniature-world image-caption set (JSONL or imagefolder) with QA and scenes"

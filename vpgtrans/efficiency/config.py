@@ -8,12 +8,13 @@ from ..config import DST_HELP, SRC_HELP, option, validate
 from ..errors import VPGTransError
 from ..evaluation.config import Benchmark
 from ..method.config import CONVERTER_METHODS
-from ..training.config import TrainingConfig
+from ..training.config import INSTRUCTION_FIELDS, TrainingConfig
 
 DEFAULT_BUDGET_EPOCHS = 10
 # Training settings a compare does not use: it sets the seed per arm, checkpoints nothing (arms are
-# resumed from their saved curves) and replaces the fine-tuning length by its budget.
-IGNORED_TRAINING = ("seed", "checkpoint_every", "stage2_steps", "stage2_epochs")
+# resumed from their saved curves), replaces the fine-tuning length by its budget and does not
+# instruction-tune.
+IGNORED_TRAINING = ("seed", "checkpoint_every", "stage2_steps", "stage2_epochs", *INSTRUCTION_FIELDS)
 
 
 @dataclass(frozen=True)

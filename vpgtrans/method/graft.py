@@ -23,10 +23,10 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from ..chat.template import IMAGE_TOKEN, attach_chat_template
 from ..costs import llm_params
 from ..errors import VPGTransError
 from ..io.hub import check_weight_files, read_config
-from ..chat.template import IMAGE_TOKEN, attach_chat_template
 from ..presets import resolve_model_ref
 from .converter import WordConverter, fuse_projection, load_tokenizer
 from .embeddings import checkpoint_key_index, read_tensor

@@ -8,6 +8,13 @@ from ..config import option, validate
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "muon")  # the paper's AdamW; Muon on weight matrices (optim.py)
+# What a stage may train, by name -> parameter-name prefix of Blip2ForConditionalGeneration.
+TRAINABLE_PARTS = {
+    "qformer": "qformer",
+    "query_tokens": "query_tokens",
+    "ln_vision": "vision_model.post_layernorm",
+    "projection": "language_projection",
+}
 
 
 @dataclass
@@ -25,6 +32,21 @@ class TrainingConfig:
     )
     stage2_optimizer: str = option(
         "adamw", "fine-tuning optimizer (muon: Muon on weight matrices, AdamW on the rest)", choices=OPTIMIZERS
+    )
+    stage3_steps: int | None = option(
+        None, "instruction-tuning optimizer steps (default: --stage3-epochs epochs of the conversations)", minimum=1
+    )
+    stage3_epochs: float = option(3.0, "instruction-tuning length in epochs of the conversations", minimum=1e-9)
+    stage3_lr: float = option(1e-5, "instruction-tuning peak LR, cosine to a tenth (VL-Vicuna)", minimum=1e-12)
+    stage3_warmup_steps: int = option(200, "instruction-tuning linear learning-rate warm-up steps", minimum=0)
+    stage3_optimizer: str = option("adamw", "instruction-tuning optimizer", choices=OPTIMIZERS)
+    stage3_train: tuple[str, ...] = option(
+        ("qformer", "query_tokens", "ln_vision", "projection"),
+        "what instruction tuning trains (stage 2's set by default)",
+        choices=tuple(TRAINABLE_PARTS),
+    )
+    max_chat_tokens: int = option(
+        256, "conversation tokens in stage 3, image tokens included (longer ones are cut at the end)", minimum=8
     )
     batch_size: int = option(64, "per-device micro-batch", minimum=1)
     grad_accum: int = option(1, "micro-batches per optimizer step", minimum=1)
@@ -45,3 +67,15 @@ class TrainingConfig:
 
     def __post_init__(self):
         validate(self, "training settings")
+
+
+# Stage 3's own settings: the commands and comparisons that do not instruction-tune leave them out.
+INSTRUCTION_FIELDS = (
+    "stage3_steps",
+    "stage3_epochs",
+    "stage3_lr",
+    "stage3_warmup_steps",
+    "stage3_optimizer",
+    "stage3_train",
+    "max_chat_tokens",
+)

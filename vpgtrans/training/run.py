@@ -1,6 +1,6 @@
 """A run folder (OUT): its one `run.json` schema, its log and checkpoints, and one stage run in it.
 
-Every command that trains (`transfer`, `warmup`, `finetune`) writes the same `RunRecord`
+Every command that trains (`transfer`, `warmup`, `finetune`, `instruct`) writes the same `RunRecord`
 through `RunFolder.save`, so reports and resumption read one format.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ from ..errors import VPGTransError
 from ..io.atomic import differing_keys, write_text_atomic
 from ..io.outdir import LOCK_NAME, OutLock, check_out, check_run_control, remove_leftovers, remove_outputs
 from .augment import Augmentation
-from .data import CaptionCollator, CaptionData, CaptionDataset
+from .conversations import ConversationCollator, ConversationData, ConversationDataset, load_conversations
+from .data import CaptionCollator, CaptionData, CaptionDataset, load_caption_data
 from .stages import StageSpec, TrainingConfig, stage_config
 from .trainer import JsonlLog, StageResult, train_stage
 
@@ -37,6 +38,7 @@ class RunRecord:
     status: str = "running"  # "running" or "done"
     stages: dict[str, dict] = field(default_factory=dict)  # name -> {"config", "result", "cost"}
     data: dict[str, Any] | None = None  # path, samples, skipped
+    chat_data: dict[str, Any] | None = None  # stage 3's conversations: path, samples, skipped
     converter: dict[str, Any] | None = None  # the converter's fit report
     graft: dict[str, Any] | None = None  # the graft's report
     model: str | None = None  # the exported model folder
@@ -159,26 +161,42 @@ def augmentation_for(training: TrainingConfig, seed: int) -> Augmentation:
     return Augmentation(training.random_crop, training.horizontal_flip, seed)
 
 
+def load_stage_data(spec: StageSpec, path: str, skip_bad_samples: bool) -> CaptionData | ConversationData:
+    """What `spec` trains on, read and checked: captions, or conversations (stage 3)."""
+    if spec.data == "conversations":
+        return load_conversations(path, skip_bad_samples)
+    return load_caption_data(path, skip_bad_samples)
+
+
+def stage_inputs(
+    data: CaptionData | ConversationData,
+    processor: Blip2Processor,
+    model: Blip2ForConditionalGeneration,
+    training: TrainingConfig,
+    seed: int,
+) -> tuple[torch.utils.data.Dataset, Callable]:
+    """The dataset and collator of a stage's data."""
+    if isinstance(data, ConversationData):
+        collate = ConversationCollator(
+            processor, model.config.num_query_tokens, model.config.image_token_index, training.max_chat_tokens
+        )
+        return ConversationDataset(data.records), collate
+    return CaptionDataset(data.records, augmentation_for(training, seed)), collator_for(processor, model, training)
+
+
 def run_stage(
     model: Blip2ForConditionalGeneration,
     processor: Blip2Processor,
-    data: CaptionData,
+    data: CaptionData | ConversationData,
     spec: StageSpec,
     training: TrainingConfig,
     run: RunFolder,
     accelerator: Accelerator,
 ) -> StageResult:
-    """Train one stage on DATA and record it, with its cost, in run.json."""
+    """Train one stage on its data and record it, with its cost, in run.json."""
     stage = stage_config(spec, training, len(data.records), accelerator.num_processes)
-    result = train_stage(
-        accelerator,
-        model,
-        CaptionDataset(data.records, augmentation_for(training, stage.seed)),
-        collator_for(processor, model, training),
-        stage,
-        run.checkpoints(stage.name),
-        run.log,
-    )
+    dataset, collate = stage_inputs(data, processor, model, training, stage.seed)
+    result = train_stage(accelerator, model, dataset, collate, stage, run.checkpoints(stage.name), run.log)
     flops = stage_flops(model.config, result, qformer_trained="qformer" in stage.trainable)
     run.record.stages[stage.name] = {
         "config": asdict(stage),

@@ -1,4 +1,5 @@
-"""The two VPGTrans training stages, declared as data in one place.
+"""The VPGTrans training stages (warm-up, fine-tuning, and VL-Vicuna's instruction tuning), declared as
+data in one place.
 
 A `StageSpec` says what a stage trains, which modules run in train mode (dropout), how its
 learning rate is scaled and scheduled, and which `TrainingConfig` fields set its length and
@@ -15,7 +16,7 @@ import torch
 from transformers import Blip2ForConditionalGeneration
 
 from ..method.graft import TRAINABLE_VPG
-from .config import TrainingConfig
+from .config import TRAINABLE_PARTS, TrainingConfig
 from .trainer import StageConfig
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -27,20 +28,38 @@ class StageSpec:
     """What a stage is, independent of any run."""
 
     name: str
-    index: int  # 1 or 2: reads stage{index}_steps / _epochs / _optimizer of TrainingConfig
+    index: int  # reads stage{index}_steps / _epochs / _optimizer of TrainingConfig
     trainable: tuple[str, ...]  # parameter-name prefixes
     schedule: str  # "constant" or "cosine" (to lr * min_lr_ratio)
+    lr_field: str = "lr"  # TrainingConfig field holding the base LR
     lr_mult_field: str | None = None  # TrainingConfig field multiplying the base LR
     min_lr_ratio: float = 1.0
     train_mode: tuple[str, ...] = ()  # modules in train mode (dropout on); everything else eval
     seed_offset: int = 0
+    warmup_steps_field: str | None = None  # TrainingConfig field: linear LR warm-up steps
+    trainable_field: str | None = None  # TrainingConfig field naming TRAINABLE_PARTS, instead of `trainable`
+    data: str = "captions"  # what it trains on: "captions" or "conversations"
 
 
 WARMUP = StageSpec("warmup", 1, trainable=("language_projection",), schedule="constant", lr_mult_field="warmup_lr_mult")
 FINETUNE = StageSpec(
     "finetune", 2, trainable=FP32_MASTERS, schedule="cosine", min_lr_ratio=0.5, train_mode=("qformer",), seed_offset=1
 )
-STAGES = {spec.name: spec for spec in (WARMUP, FINETUNE)}
+# VL-Vicuna's stage 3: conversations, LR 1e-5 cosine to 1e-6 after a linear warm-up, loss on the answers.
+INSTRUCT = StageSpec(
+    "instruct",
+    3,
+    trainable=FP32_MASTERS,
+    schedule="cosine",
+    lr_field="stage3_lr",
+    min_lr_ratio=0.1,
+    train_mode=("qformer",),
+    seed_offset=2,
+    warmup_steps_field="stage3_warmup_steps",
+    trainable_field="stage3_train",
+    data="conversations",
+)
+STAGES = {spec.name: spec for spec in (WARMUP, FINETUNE, INSTRUCT)}
 
 
 def steps_per_epoch(samples: int, training: TrainingConfig, processes: int = 1) -> int:
@@ -54,11 +73,15 @@ def stage_config(spec: StageSpec, training: TrainingConfig, samples: int, proces
     steps = getattr(training, f"stage{spec.index}_steps")
     epochs = getattr(training, f"stage{spec.index}_epochs")
     mult = getattr(training, spec.lr_mult_field) if spec.lr_mult_field else 1.0
+    trainable = spec.trainable
+    if spec.trainable_field:
+        trainable = tuple(TRAINABLE_PARTS[part] for part in getattr(training, spec.trainable_field))
     return StageConfig(
         name=spec.name,
-        trainable=spec.trainable,
+        trainable=trainable,
         steps=steps or math.ceil(epochs * steps_per_epoch(samples, training, processes)),
-        lr=training.lr * mult,
+        lr=getattr(training, spec.lr_field) * mult,
+        warmup_steps=getattr(training, spec.warmup_steps_field) if spec.warmup_steps_field else 0,
         schedule=spec.schedule,
         min_lr_ratio=spec.min_lr_ratio,
         weight_decay=training.weight_decay,

@@ -41,6 +41,7 @@ class StageConfig:
     lr: float
     schedule: str = "constant"  # "constant" or "cosine" (to lr * min_lr_ratio)
     min_lr_ratio: float = 0.5
+    warmup_steps: int = 0  # linear LR ramp before the schedule
     weight_decay: float = 0.05
     optimizer: str = "adamw"  # "adamw" or "muon" (optim.py)
     batch_size: int = 64
@@ -96,13 +97,21 @@ def set_train_modes(model: torch.nn.Module, dropout_in: tuple[str, ...]) -> None
 
 
 def lr_factor(config: StageConfig) -> Callable[[int], float]:
-    """Constant (warm-up stage) or cosine from 1 down to `min_lr_ratio` (fine-tuning stage)."""
-    if config.schedule == "constant":
-        return lambda step: 1.0
-    if config.schedule == "cosine":
-        floor = config.min_lr_ratio
-        return lambda step: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps))
-    raise VPGTransError(f"schedule {config.schedule!r} is not one of constant, cosine")
+    """A linear ramp over `warmup_steps`, then constant (warm-up stage) or cosine from 1 down to
+    `min_lr_ratio` over the remaining steps (fine-tuning, instruction tuning)."""
+    if config.schedule not in ("constant", "cosine"):
+        raise VPGTransError(f"schedule {config.schedule!r} is not one of constant, cosine")
+    ramp = min(config.warmup_steps, config.steps - 1)
+    floor, span = config.min_lr_ratio, max(config.steps - ramp, 1)
+
+    def factor(step: int) -> float:
+        if step < ramp:
+            return (step + 1) / (ramp + 1)
+        if config.schedule == "constant":
+            return 1.0
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step - ramp, span) / span))
+
+    return factor
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
