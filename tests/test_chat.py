@@ -303,3 +303,44 @@ def test_terminal_chat_through_stdin(chat_model, zoo, tmp_path):
     transcript = json.loads((tmp_path / "t.json").read_text())
     shown = [p["image"] for m in transcript["messages"] if m["role"] == "user" for p in m["content"] if "image" in p]
     assert shown == [str(images / "000000.png"), str(images / "000001.png")] and len(transcript["messages"]) == 4
+
+
+# Real chat LLMs' templates (their tokenizer_config.json, tools branches left out): the same code path.
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+QWEN25_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}"
+    "{%- else %}{{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    "<|im_end|>\n' }}{%- endif %}{%- for message in messages %}{%- if (message.role == \"user\") or "
+    "(message.role == \"system\" and not loop.first) or (message.role == \"assistant\" and not message.tool_calls) %}"
+    "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+
+@pytest.mark.parametrize(
+    "template, specials, marker",
+    [
+        (LLAMA3_TEMPLATE, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], "<|eot_id|>"),
+        (QWEN25_TEMPLATE, ["<|im_start|>", "<|im_end|>"], "<|im_end|>"),
+    ],
+)
+def test_real_chat_templates_get_images_markers_and_answer_spans(zoo, template, specials, marker):
+    from transformers import AutoTokenizer, Blip2Processor
+
+    from vpgtrans.chat.template import attach_chat_template, stop_token_ids
+    from vpgtrans.world import tiny
+
+    tokenizer = AutoTokenizer.from_pretrained(zoo.dst_llama)
+    tokenizer.add_tokens([*specials, IMAGE_TOKEN], special_tokens=True)
+    tokenizer.chat_template = template
+    processor = attach_chat_template(Blip2Processor(tiny.image_processor(32), tokenizer, num_query_tokens=32), 32)
+    conversation = [*IMAGE_QUESTION, {"role": "assistant", "content": "a red square"}]
+    text, spans = answer_spans(processor, conversation)
+    assert text.count(IMAGE_TOKEN) == 32 and [text[a:b].strip() for a, b in spans] == [f"a red square{marker}"]
+    assert end_marker(processor) == marker
+    assert tokenizer.convert_tokens_to_ids(marker) in stop_token_ids(processor)

@@ -18,7 +18,8 @@ class Recipe:
     """A named transfer: defaults for `vpgtrans transfer` / `compare` (explicit flags win).
 
     DATA is `data` (a path) or a freshly generated miniature-world set (`world_images`
-    scenes); `eval_images` scenes make a held-out world folder. Every other key of the
+    scenes); `eval_images` scenes make a held-out world folder. Stage 3 runs on `chat` (a path),
+    or with `world_chat` on the generated world set's conversations. Every other key of the
     recipe's table is a `TrainingConfig` field."""
 
     name: str
@@ -31,6 +32,8 @@ class Recipe:
     eval_images: int | None = option(None, minimum=1)
     eval_seed: int = option(12345, minimum=0)
     eval_limit: int | None = option(None, minimum=1)
+    chat: str | None = None  # conversations for stage 3 (instruction tuning)
+    world_chat: bool = False  # stage 3 on the generated world set's conversations.jsonl
     converter: str | None = option(None, choices=CONVERTER_METHODS)
     prompt_scale: bool = False
     training: dict[str, Any] = field(default_factory=dict)  # TrainingConfig fields the recipe sets

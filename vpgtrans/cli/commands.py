@@ -115,10 +115,15 @@ class EstimateArgs:
 
 
 def _world_folder(folder: Path, images: int, seed: int) -> None:
-    """A miniature-world data folder, generated once (atomically) and reused."""
+    """A miniature-world data folder, generated once (atomically) and reused; a folder from before
+    the world had conversations is written again."""
+    import shutil
+
     from .. import world
     from ..io.atomic import atomic_dir
 
+    if (folder / "captions.jsonl").exists() and not (folder / "conversations.jsonl").exists():
+        shutil.rmtree(folder)
     if not (folder / "captions.jsonl").exists():
         with atomic_dir(folder) as tmp:
             world.write_dataset(tmp, images, seed)
@@ -136,10 +141,12 @@ def _recipe(args: argparse.Namespace):
 def _recipe_data(recipe, out: Path, flags: dict) -> tuple[dict[str, str], list[tuple[Path, int, int]]]:
     """DATA and the held-out folder a recipe declares, unless flags give them: its paths, or the
     paths of world sets to generate beside OUT (folder, scenes, seed)."""
-    values, worlds = {"data": recipe.data}, []
+    values, worlds = {"data": recipe.data, "chat": recipe.chat}, []
     if "data" not in flags and recipe.data is None and recipe.world_images:
         folder = out.parent / f"world-n{recipe.world_images}-seed{recipe.world_seed}"
         values["data"], worlds = str(folder / "captions.jsonl"), [(folder, recipe.world_images, recipe.world_seed)]
+        if "chat" not in flags and recipe.world_chat:
+            values["chat"] = str(folder / "conversations.jsonl")
     if "eval" not in flags and recipe.eval_images:
         folder = out.parent / f"world-n{recipe.eval_images}-seed{recipe.eval_seed}"
         values["eval"] = str(folder)
