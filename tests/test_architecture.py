@@ -150,6 +150,7 @@ def test_help_shows_the_dataclass_defaults():
         assert helps[field.name].startswith(field.metadata["help"]), field.name
         if field.default is not None and not isinstance(field.default, bool):  # a switch: --x / --no-x
             shown = f"{field.default:g}" if isinstance(field.default, float) else field.default
+            shown = ",".join(field.default) if isinstance(field.default, tuple) else shown
             assert helps[field.name].endswith(f"(default: {shown})"), field.name
 
 

@@ -48,7 +48,9 @@ def add_flags(
         if dataclasses.is_dataclass(kind):  # a nested config has flags of its own
             continue
         meta = field.metadata
-        help_text = meta["help"] + _default_text(field)
+        listed = typing.get_origin(kind) is tuple and meta.get("choices")
+        choices = f" (from: {', '.join(map(str, meta['choices']))})" if listed else ""
+        help_text = meta["help"] + choices + _default_text(field)
         if meta.get("positional"):
             parser.add_argument(field.name, nargs="+", help=help_text)
             continue
@@ -57,8 +59,7 @@ def add_flags(
         if kind is bool:  # --x / --no-x: a recipe's true can be turned off
             parser.add_argument(flag_name(field), action=argparse.BooleanOptionalAction, **common)
         elif typing.get_origin(kind) is tuple:
-            choices = f" (from: {', '.join(map(str, meta['choices']))})" if meta.get("choices") else ""
-            parser.add_argument(flag_name(field), metavar="A,B,...", **{**common, "help": help_text + choices})
+            parser.add_argument(flag_name(field), metavar="A,B,...", **common)
         else:
             parser.add_argument(flag_name(field), type=kind, choices=meta.get("choices"), **common)
 
