@@ -12,8 +12,9 @@ Per training sample (one image + its caption) the run costs, in FLOPs:
 
 For the LLM "params" are the weights each token meets in matrix multiplies (embedding and
 position lookups excluded, LM head included); for the ViT and Q-Former all their weights.
-Attention-score FLOPs (a few % at these lengths) are left out. Parameter counts come from the
-config dimensions; no model is instantiated.
+Attention-score FLOPs (a few % at these lengths) are left out. The LLM's counts come from the
+model built on the meta device from its config (any architecture transformers has, no memory);
+the ViT's and Q-Former's from BLIP-2's config dimensions.
 
 Calibration (A100 at 312 TFLOP/s, 32 caption tokens, EVA ViT-g + BLIP-2 Q-Former, 2.25
 TFLOPs per sample for OPT-6.7B) against the paper's A100-hours (``docs/method.md``)::
@@ -136,58 +137,12 @@ class LLMParams:
 
 
 def llm_params(config: Config) -> LLMParams:
-    """Count an OPT, LLaMA-family (LLaMA, Vicuna, Mistral, Qwen2) or T5 model's parameters."""
-    cfg = _llm_config(config)
-    kind = cfg.get("model_type")
-    if kind == "opt":
-        return _opt_params(cfg)
-    if kind in ("llama", "mistral", "qwen2"):
-        return _llama_params(cfg)
-    if kind in ("t5", "mt5"):
-        return _t5_params(cfg)
-    raise ValueError(f"unsupported language model type {kind!r} (expected opt, llama or t5)")
+    """Count any language model transformers can build (causal or encoder-decoder), from its config:
+    the model is instantiated on the meta device (`meta_model.py`), so no architecture is special."""
+    from .meta_model import parameter_counts
 
-
-def _opt_params(cfg: dict[str, Any]) -> LLMParams:
-    d, ffn, layers = cfg["hidden_size"], cfg["ffn_dim"], cfg["num_hidden_layers"]
-    vocab = cfg.get("vocab_size", 50272)
-    proj = cfg.get("word_embed_proj_dim") or d
-    bias = 1 if cfg.get("enable_bias", True) else 0
-    layer_matmul = 4 * d * d + 2 * d * ffn
-    layer = layer_matmul + bias * (4 * d + ffn + d) + 2 * 2 * d  # + biases + 2 layer norms
-    projections = 2 * proj * d if proj != d else 0  # project_in / project_out
-    final_norm = 2 * d if cfg.get("do_layer_norm_before", True) else 0
-    embeddings = vocab * proj + (cfg.get("max_position_embeddings", 2048) + 2) * d
-    total = layers * layer + projections + final_norm + embeddings  # LM head tied
-    return LLMParams(total, 0, layers * layer_matmul + projections + vocab * proj)
-
-
-def _llama_params(cfg: dict[str, Any]) -> LLMParams:
-    d, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    heads = cfg["num_attention_heads"]
-    kv_heads = cfg.get("num_key_value_heads") or heads
-    head_dim = cfg.get("head_dim") or d // heads
-    vocab = cfg.get("vocab_size", 32000)
-    layer_matmul = 2 * d * heads * head_dim + 2 * d * kv_heads * head_dim + 3 * d * inter
-    tied = cfg.get("tie_word_embeddings", False)
-    total = layers * (layer_matmul + 2 * d) + d + vocab * d * (1 if tied else 2)
-    return LLMParams(total, 0, layers * layer_matmul + vocab * d)
-
-
-def _t5_params(cfg: dict[str, Any]) -> LLMParams:
-    d, d_ff, vocab = cfg["d_model"], cfg["d_ff"], cfg.get("vocab_size", 32128)
-    inner = cfg["num_heads"] * cfg["d_kv"]
-    enc_layers = cfg["num_layers"]
-    dec_layers = cfg.get("num_decoder_layers") or enc_layers
-    gated = str(cfg.get("feed_forward_proj", "relu")).startswith("gated")
-    ffn = (3 if gated else 2) * d * d_ff
-    attn = 4 * d * inner
-    rel_bias = cfg.get("relative_attention_num_buckets", 32) * cfg["num_heads"]
-    encoder = enc_layers * (attn + ffn + 2 * d) + d + rel_bias
-    decoder = dec_layers * (2 * attn + ffn + 3 * d) + d + rel_bias
-    tied = cfg.get("tie_word_embeddings", True)
-    total = encoder + decoder + vocab * d * (1 if tied else 2)
-    return LLMParams(total, enc_layers * (attn + ffn), dec_layers * (2 * attn + ffn) + vocab * d)
+    total, encoder, decoder = parameter_counts(_llm_config(config))
+    return LLMParams(total, encoder, decoder)
 
 
 def vit_params(vision_config: Config) -> int:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PretrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 
 from ..errors import VPGTransError
 from ..io.hub import model_file
+from ..meta_model import meta_language_model
 from ..presets import resolve_model_ref
 
 BLIP2_LM_PREFIX = "language_model."
@@ -36,13 +37,6 @@ def text_config_of(ref: str) -> tuple[PretrainedConfig, str]:
     if config.model_type == "blip-2":
         return config.text_config, BLIP2_LM_PREFIX
     return config, ""
-
-
-def _meta_language_model(config: PretrainedConfig) -> torch.nn.Module:
-    with torch.device("meta"):
-        if config.is_encoder_decoder:
-            return AutoModelForSeq2SeqLM.from_config(config)
-        return AutoModelForCausalLM.from_config(config)
 
 
 def _parameter_names(model: torch.nn.Module, param: torch.nn.Parameter) -> list[str]:
@@ -89,7 +83,7 @@ def read_input_embeddings(ref: str) -> EmbeddingTable:
     through `project_in`, so the table lives in the space the decoder actually reads.
     """
     config, prefix = text_config_of(ref)
-    model = _meta_language_model(config)
+    model = meta_language_model(config)
     embedding = model.get_input_embeddings()
     keys = checkpoint_key_index(ref)
     key = _find_key(keys, _parameter_names(model, embedding.weight), prefix, ref)
