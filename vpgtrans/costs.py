@@ -210,9 +210,10 @@ def training_flops(
     ``qformer_trained=False`` is the warm-up stage: the Q-Former runs forward only (2x)."""
     vision, qformer, queries = _vpg_configs(src_config)
     image_tokens = _image_tokens(vision)
+    from .meta_model import language_config
+
     llm = llm_params(dst_config)
-    dst = _llm_config(dst_config)
-    d_llm = dst["d_model"] if "d_model" in dst else dst["hidden_size"]
+    d_llm = language_config(_llm_config(dst_config)).hidden_size  # n_embd, d_model...: the config knows
     q = qformer_params(qformer)
     d_q = qformer.get("hidden_size", 768)
     if llm.encoder:  # prefix LM: soft prompt + half the caption in, the other half out
