@@ -10,6 +10,7 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
     AutoTokenizer,
     Blip2ForConditionalGeneration,
     Blip2Processor,
@@ -78,3 +79,69 @@ def test_parameter_counts_come_from_the_built_model(destinations):
         counted = llm_params(json.loads((folder / "config.json").read_text()))
         assert counted.total == sum(p.numel() for p in model.parameters()), kind
         assert counted.encoder == 0 and counted.decoder > 0
+
+
+@pytest.fixture(scope="module")
+def t5(zoo, tmp_path_factory):
+    """A tiny Flan-T5-like destination (its own unigram tokenizer), and a BLIP-2 on it as a source."""
+    from vpgtrans import world
+    from vpgtrans.world import tiny
+
+    root = tmp_path_factory.mktemp("t5")
+    tokenizer = tiny.t5_tokenizer(world.pretraining_texts(400, seed=0), vocab_size=150)
+    config = tiny.t5_config(tokenizer, tiny.LMSize(hidden_size=32, num_layers=1))
+    torch.manual_seed(0)
+    lm = AutoModelForSeq2SeqLM.from_config(config)
+    lm.save_pretrained(root / "dst")
+    tokenizer.save_pretrained(root / "dst")
+    size = tiny.VPGSize(vision_hidden=32, qformer_hidden=32, vision_layers=1, qformer_layers=1, num_query_tokens=4)
+    blip2, processor = tiny.blip2_with_language_model(lm, tokenizer, size, seed=0)
+    blip2.save_pretrained(root / "src")
+    processor.save_pretrained(root / "src")
+    return root
+
+
+def _transfer(src, dst, data, out) -> dict:
+    args = ["--src", str(src), "--dst", str(dst), "--data", str(data), "--out", str(out)]
+    assert main(["transfer", *args, "--batch-size", "8", "--stage1-steps", "1", "--stage2-steps", "2"]) == 0
+    return json.loads((out / "run.json").read_text())
+
+
+def test_t5_destination_reads_the_soft_prompt_in_its_encoder(t5, zoo, tmp_path):
+    record = _transfer(zoo.src, t5 / "dst", zoo.data, tmp_path / "run")
+    flops = record["stages"]["finetune"]["cost"]["flops"]
+    assert flops["llm"] > 0 and record["status"] == "done"
+    model = Blip2ForConditionalGeneration.from_pretrained(tmp_path / "run" / "model").eval()
+    assert not model.config.use_decoder_only_language_model
+    assert model.language_projection.out_features == 32  # d_model: the encoder's input width
+    processor = Blip2Processor.from_pretrained(tmp_path / "run" / "model")
+    image = open_rgb(zoo.data.parent / "images" / "000000.png")
+    prompt = [model.config.image_token_index] * 4 + processor.tokenizer("Question: what colour? Answer:")["input_ids"]
+    pixels = processor.image_processor(image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():  # the decoder starts from <pad>; the output holds no prompt
+        output = model.generate(pixel_values=pixels, input_ids=torch.tensor([prompt]), max_new_tokens=3)
+    assert output[0, 0] == model.config.text_config.decoder_start_token_id and output.shape[1] <= 4
+
+
+def test_t5_captions_are_decoder_targets(t5, zoo):
+    from vpgtrans.method.graft import load_blip2
+    from vpgtrans.training.data import CaptionCollator
+
+    model, processor = load_blip2(str(t5 / "src"))
+    collate = CaptionCollator(processor.tokenizer, processor.image_processor, 4, model.config.image_token_index,
+                              encoder_decoder=True)  # fmt: skip
+    image = open_rgb(zoo.data.parent / "images" / "000000.png")
+    batch = collate([(image, "a red square"), (image, "a large blue circle on the left")])
+    eos = processor.tokenizer.eos_token_id
+    assert batch["input_ids"][0].tolist() == [model.config.image_token_index] * 4 + [eos]  # encoder: image + </s>
+    assert batch["labels"][0].tolist()[: len(processor.tokenizer("a red square")["input_ids"])] == processor.tokenizer(
+        "a red square"
+    )["input_ids"]  # fmt: skip
+    assert float(model(**batch).loss) > 0
+
+
+def test_t5_source_transfers_to_a_causal_lm(t5, zoo, tmp_path):
+    """The paper's FlanT5 -> OPT direction: the converter reads T5's shared input embeddings."""
+    record = _transfer(t5 / "src", zoo.dst_opt, zoo.data, tmp_path / "run")
+    assert record["converter"]["aligned_pairs"] > 20 and record["status"] == "done"
+    assert "shared.weight" in record["converter"]["src_table"]

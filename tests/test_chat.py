@@ -90,8 +90,19 @@ def test_a_second_image_gets_its_own_tokens(chat_model):
     assert render(processor, two).count(IMAGE_TOKEN) == 2 * model.config.num_query_tokens
 
 
-def test_transformers_alone_chats_as_vpgtrans_does(chat_model, zoo):
+@pytest.fixture(scope="module")
+def instructed(chat_model, zoo, tmp_path_factory) -> Path:
+    """A chat model: the grafted one after two steps of stage 3."""
+    root = tmp_path_factory.mktemp("instructed")
+    data = _conversations(zoo, root / "conv")
+    flags = ["--stage3-steps", "2", "--batch-size", "4", "--stage3-warmup-steps", "0"]
+    assert main(["instruct", "--model", str(chat_model), "--data", str(data), "--out", str(root / "run"), *flags]) == 0
+    return root / "run" / "model"
+
+
+def test_transformers_alone_chats_as_vpgtrans_does(instructed, zoo):
     """AutoProcessor + apply_chat_template + generate, nothing of vpgtrans: the same greedy answer."""
+    chat_model = instructed
     image = open_rgb(zoo.data.parent / "images" / "000000.png")
     processor = AutoProcessor.from_pretrained(chat_model)
     model = Blip2ForConditionalGeneration.from_pretrained(chat_model).eval()
@@ -113,6 +124,19 @@ def test_transformers_alone_chats_as_vpgtrans_does(chat_model, zoo):
     reply = chat.answer([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}], [image],
                         ChatSettings(max_new_tokens=8))  # fmt: skip
     assert reply.text == plain.split(chat.marker)[0].strip()
+
+
+def test_before_stage_3_the_processor_keeps_blip2s_habit(chat_model, zoo):
+    """A transferred (not instruction-tuned) model: `processor(images=..., text=...)` prepends the image
+    tokens as BLIP-2's does, and its template still renders for a tokenizer call of one's own."""
+    processor = AutoProcessor.from_pretrained(chat_model)
+    image = open_rgb(zoo.data.parent / "images" / "000000.png")
+    inputs = processor(images=image, text="Question: what is it? Answer:", return_tensors="pt")
+    image_token = processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    assert processor.num_query_tokens == int((inputs["input_ids"] == image_token).sum()) > 0
+    text = processor.apply_chat_template(IMAGE_QUESTION, chat_template=processor.tokenizer.chat_template,
+                                         add_generation_prompt=True)  # fmt: skip
+    assert text.count(IMAGE_TOKEN) == processor.num_query_tokens
 
 
 def test_a_model_without_a_template_is_refused(zoo):
@@ -315,8 +339,8 @@ LLAMA3_TEMPLATE = (
 QWEN25_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}"
     "{%- else %}{{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-    "<|im_end|>\n' }}{%- endif %}{%- for message in messages %}{%- if (message.role == \"user\") or "
-    "(message.role == \"system\" and not loop.first) or (message.role == \"assistant\" and not message.tool_calls) %}"
+    '<|im_end|>\n\' }}{%- endif %}{%- for message in messages %}{%- if (message.role == "user") or '
+    '(message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}'
     "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}{%- endif %}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )

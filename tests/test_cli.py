@@ -252,7 +252,7 @@ def test_wrong_src_and_dst(zoo, tmp_path, capsys):
         )
         != 0
     )
-    assert "not a causal language model" in _error(capsys)
+    assert "not a generative language model" in _error(capsys)
     assert not (tmp_path / "o").exists()
 
 

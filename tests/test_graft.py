@@ -11,13 +11,13 @@ import torch
 
 from vpgtrans.errors import VPGTransError
 from vpgtrans.method.converter import fit_converter
-from vpgtrans.method.graft import load_blip2, load_causal_lm
+from vpgtrans.method.graft import load_blip2, load_language_model
 from vpgtrans.pipeline import initialise, save_model
 
 
 def test_graft_inherits_vpg_and_llm_and_adds_only_the_projection(zoo):
     source, _ = load_blip2(str(zoo.src))
-    lm, _ = load_causal_lm(str(zoo.dst_llama))
+    lm, _ = load_language_model(str(zoo.dst_llama))
     converter = fit_converter(str(zoo.src), str(zoo.dst_llama))
     model, processor, report = initialise(str(zoo.src), str(zoo.dst_llama), converter)
     assert report.new_keys == ["language_projection.bias", "language_projection.weight"]
@@ -51,8 +51,8 @@ def test_random_projection_without_converter(zoo):
 def test_wrong_model_kinds_are_named(zoo):
     with pytest.raises(VPGTransError, match="expected 'blip-2'"):
         load_blip2(str(zoo.dst_llama))
-    with pytest.raises(VPGTransError, match="not a causal language model"):
-        load_causal_lm(str(zoo.src))
+    with pytest.raises(VPGTransError, match="not a generative language model"):
+        load_language_model(str(zoo.src))
     with pytest.raises(VPGTransError, match="no config.json"):
         load_blip2(str(zoo.root / "data"))
 

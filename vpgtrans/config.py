@@ -36,7 +36,7 @@ def option(
 
 
 SRC_HELP = "source BLIP-2: folder, hub id or preset (e.g. blip2-opt-2.7b)"
-DST_HELP = "destination causal LM: folder, hub id or preset (e.g. llama-7b)"
+DST_HELP = "destination LLM (causal or T5-style): folder, hub id or preset (e.g. llama-7b)"
 
 
 def field_types(cls: type) -> dict[str, Any]:

@@ -203,11 +203,14 @@ def training_flops(
     text_tokens: float = DEFAULT_TEXT_TOKENS,
     *,
     qformer_trained: bool = True,
+    decoder_tokens: float | None = None,
 ) -> CostBreakdown:
     """FLOPs to train the VPG of ``src_config`` (a BLIP-2 config; missing parts default to
     BLIP-2's) + a projector on the LLM of ``dst_config`` for ``samples`` image-text pairs.
 
-    ``qformer_trained=False`` is the warm-up stage: the Q-Former runs forward only (2x)."""
+    ``qformer_trained=False`` is the warm-up stage: the Q-Former runs forward only (2x). For an
+    encoder-decoder LLM, ``decoder_tokens`` are the tokens its decoder learns (the encoder reads the
+    soft prompt + ``text_tokens``); without them, BLIP-2's prefix LM: half the caption each."""
     vision, qformer, queries = _vpg_configs(src_config)
     image_tokens = _image_tokens(vision)
     from .meta_model import language_config
@@ -216,7 +219,9 @@ def training_flops(
     d_llm = language_config(_llm_config(dst_config)).hidden_size  # n_embd, d_model...: the config knows
     q = qformer_params(qformer)
     d_q = qformer.get("hidden_size", 768)
-    if llm.encoder:  # prefix LM: soft prompt + half the caption in, the other half out
+    if llm.encoder and decoder_tokens is not None:
+        llm_token_params = llm.encoder * (queries + text_tokens) + llm.decoder * decoder_tokens
+    elif llm.encoder:  # prefix LM: soft prompt + half the caption in, the other half out
         llm_token_params = llm.encoder * (queries + text_tokens / 2) + llm.decoder * text_tokens / 2
     else:
         llm_token_params = llm.decoder * (queries + text_tokens)
@@ -261,10 +266,15 @@ def gpu_hours(
 
 def stage_flops(config: Config, result: StageResult, qformer_trained: bool) -> CostBreakdown:
     """Analytic FLOPs of a finished training stage of the BLIP-2 model ``config``, from the
-    samples and LLM tokens (soft prompt + text, padding excluded) it actually processed."""
+    samples and LLM tokens (soft prompt + text, padding excluded) it actually processed: an
+    encoder-decoder's encoder read ``lm_tokens``, its decoder learned ``text_tokens``."""
     _, _, queries = _vpg_configs(config)
-    text_tokens = result.lm_tokens / max(result.samples, 1) - queries
-    return training_flops(config, config, result.samples, text_tokens, qformer_trained=qformer_trained)
+    samples = max(result.samples, 1)
+    text_tokens = result.lm_tokens / samples - queries
+    decoder = result.text_tokens / samples if llm_params(config).encoder else None
+    return training_flops(
+        config, config, result.samples, text_tokens, qformer_trained=qformer_trained, decoder_tokens=decoder
+    )
 
 
 def cost_record(flops: CostBreakdown, device: str) -> dict[str, Any]:

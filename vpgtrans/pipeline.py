@@ -8,6 +8,7 @@ OUT/model appears only when complete. The pipeline ends at its export; reports a
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict
@@ -21,7 +22,7 @@ from .errors import VPGTransError
 from .evaluation.evaluate import WORLD_METRICS, load_world, world_scores
 from .io.atomic import atomic_dir
 from .method.converter import ConverterFitConfig, WordConverter, fit_converter
-from .method.graft import GraftReport, check_blip2_ref, check_causal_lm_ref, graft, load_blip2, load_causal_lm
+from .method.graft import GraftReport, check_blip2_ref, check_language_model_ref, graft, load_blip2, load_language_model
 from .method.prompt_scale import match_prompt_scale
 from .training.data import CaptionRecord, load_caption_data
 from .training.run import RunFolder, load_stage_data, run_stage
@@ -34,9 +35,12 @@ def save_model(
     model: Blip2ForConditionalGeneration, processor: Blip2Processor, folder: Path, chat: bool = False
 ) -> None:
     """A `save_pretrained` folder that loads with transformers alone, written atomically. A `chat` model
-    (instruction-tuned) gets the chat decoding defaults; the others keep the captioning ones."""
+    (instruction-tuned) gets the chat decoding defaults, and a processor that leaves the image tokens
+    to the chat template; the others keep BLIP-2's captioning defaults and processor."""
     if chat:
         model.generation_config = chat_generation_config(processor)
+        processor = copy.copy(processor)
+        processor.num_query_tokens = None
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
@@ -54,7 +58,7 @@ def initialise(
     the source's soft-prompt scale on `prompt_scale_records` when given)."""
     dtype = DTYPES[precision]
     source, source_processor = load_blip2(src, dtype)
-    lm, tokenizer = load_causal_lm(dst, dtype)
+    lm, tokenizer = load_language_model(dst, dtype)
     model, processor, report = graft(source, source_processor, lm, tokenizer, converter, seed)
     if prompt_scale_records:
         report.prompt_scale = match_prompt_scale(
@@ -77,7 +81,7 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
     data = load_caption_data(config.data, config.skip_bad_samples)
     chat_data = load_stage_data(INSTRUCT, config.chat, config.skip_bad_samples) if config.chat else None
     check_blip2_ref(config.src)  # fail on bad references before OUT is created
-    check_causal_lm_ref(config.dst)
+    check_language_model_ref(config.dst)
     world = load_world(config.eval, config.eval_limit) if config.eval else None
     accelerator = make_accelerator(training.precision, training.grad_accum)
     inputs = (config.data, config.src, config.dst, config.eval, config.chat)

@@ -5,9 +5,10 @@ with `processor.apply_chat_template`, so nothing guesses a format from a model's
 template is the destination tokenizer's own when it has one (Vicuna, Llama-3, Qwen...),
 wrapped so that an image part becomes the model's `num_query_tokens` `<image>` tokens where
 the message puts it; without one, it is MiniGPT-4's `###Human: <Img>...</Img> ###Assistant:`
-layout (VL-Vicuna's). The processor is saved with `num_query_tokens=None`, so
-`processor.apply_chat_template(..., tokenize=True)` leaves the image tokens where the template
-put them instead of prepending another set (transformers' BLIP-2 habit).
+layout (VL-Vicuna's). A chat model (after stage 3) saves its processor with
+`num_query_tokens=None`, so `processor.apply_chat_template(..., tokenize=True)` leaves the image
+tokens where the template put them instead of prepending another set (transformers' BLIP-2
+habit); the other exports keep BLIP-2's `processor(images=..., text=...)` behaviour.
 """
 
 from __future__ import annotations
@@ -84,12 +85,10 @@ def build_chat_template(tokenizer: PreTrainedTokenizerBase, num_query_tokens: in
 
 
 def attach_chat_template(processor: Blip2Processor, num_query_tokens: int) -> Blip2Processor:
-    """Give the processor (and its tokenizer, which shares the saved file) the model's template, and
-    stop the processor from prepending image tokens of its own."""
+    """Give the processor (and its tokenizer, which shares the saved file) the model's template."""
     template = build_chat_template(processor.tokenizer, num_query_tokens)
     processor.chat_template = template
     processor.tokenizer.chat_template = template
-    processor.num_query_tokens = None
     return processor
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
     Blip2Config,
     Blip2ForConditionalGeneration,
     Blip2Processor,
@@ -21,7 +22,10 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+)
 
 from ..chat.template import IMAGE_TOKEN, attach_chat_template
 from ..costs import llm_params
@@ -64,16 +68,19 @@ def check_blip2_ref(ref: str) -> None:
         )
 
 
-def check_causal_lm_ref(ref: str) -> None:
-    """Fail early, naming the field, unless `ref` holds a causal language model."""
+def check_language_model_ref(ref: str) -> None:
+    """Fail early, naming the field, unless `ref` holds a generative language model transformers can
+    build: any causal LM, or an encoder-decoder (T5) whose encoder reads the soft prompt."""
     config = read_config(ref)
     check_weight_files(ref)
-    if config.get("model_type") not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    kind = config.get("model_type")
+    if kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
         raise VPGTransError(
-            f"{ref}: config.json model_type is {config.get('model_type')!r}, which is not a causal language model"
+            f"{ref}: config.json model_type is {kind!r}, which is not a generative language model "
+            "(a causal LM, or an encoder-decoder such as T5)"
         )
     try:
-        llm_params(config)  # the cost accounting must know it, or the run would fail after its warm-up
+        llm_params(config)  # the cost accounting must count it, or the run would fail after its warm-up
     except (KeyError, ValueError) as exc:
         raise VPGTransError(f"{ref}: the cost accounting cannot count this model's parameters ({exc})") from exc
 
@@ -105,10 +112,14 @@ def _reload_trainable_in_fp32(model: Blip2ForConditionalGeneration, ref: str) ->
                 param.data = read_tensor(keys, name).to(torch.float32)
 
 
-def load_causal_lm(ref: str, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal language model and its tokenizer, every weight checked."""
-    check_causal_lm_ref(ref)
-    model, info = AutoModelForCausalLM.from_pretrained(resolve_model_ref(ref), dtype=dtype, output_loading_info=True)
+def load_language_model(
+    ref: str, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal or encoder-decoder language model and its tokenizer, every weight checked."""
+    check_language_model_ref(ref)
+    seq2seq = read_config(ref).get("model_type") not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    loader = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model, info = loader.from_pretrained(resolve_model_ref(ref), dtype=dtype, output_loading_info=True)
     _check_loading_info(ref, info)
     return model.eval(), load_tokenizer(ref)
 

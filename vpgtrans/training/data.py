@@ -126,7 +126,9 @@ class CaptionDataset(torch.utils.data.Dataset):
 class CaptionCollator:
     """Batch = pixel values + [<image> x n, BOS, caption, EOS], right-padded; loss only on the text.
 
-    The BOS token is a target predicted from the last query position, as in BLIP-2.
+    The BOS token is a target predicted from the last query position, as in BLIP-2. For an
+    encoder-decoder LLM (T5) the encoder reads [<image> x n] (+ the tokenizer's closing tokens) and
+    the decoder learns the caption, as BLIP-2 FlanT5 does without a prompt.
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -134,14 +136,20 @@ class CaptionCollator:
     num_query_tokens: int
     image_token_id: int
     max_text_tokens: int = 32
+    encoder_decoder: bool = False
 
     def text_ids(self, caption: str) -> list[int]:
-        ids = self.tokenizer(caption, add_special_tokens=True)["input_ids"][: self.max_text_tokens - 1]
-        return ids + [self.tokenizer.eos_token_id]
+        ids = self.tokenizer(caption, add_special_tokens=True)["input_ids"]
+        if ids[-1:] == [self.tokenizer.eos_token_id]:  # T5's tokenizer closes every text with EOS itself
+            ids = ids[:-1]
+        return ids[: self.max_text_tokens - 1] + [self.tokenizer.eos_token_id]
 
     def __call__(self, batch: list[tuple[Image.Image, str]]) -> dict[str, torch.Tensor]:
         images, captions = zip(*batch)
         texts = [self.text_ids(c) for c in captions]
+        pixels = self.image_processor(list(images), return_tensors="pt")["pixel_values"]
+        if self.encoder_decoder:
+            return {"pixel_values": pixels, **self._encoder_decoder(texts)}
         length = self.num_query_tokens + max(len(t) for t in texts)
         input_ids = torch.full((len(texts), length), self.tokenizer.pad_token_id, dtype=torch.long)
         attention = torch.zeros_like(input_ids)
@@ -153,8 +161,15 @@ class CaptionCollator:
             attention[row, : n + len(text)] = 1
             labels[row, n : n + len(text)] = torch.tensor(text)
         check_image_tokens(input_ids, self.image_token_id, n)
-        pixels = self.image_processor(list(images), return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixels, "input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "pixel_values": pixels}
+
+    def _encoder_decoder(self, texts: list[list[int]]) -> dict[str, torch.Tensor]:
+        prompt = [self.image_token_id] * self.num_query_tokens + self.tokenizer("")["input_ids"]
+        input_ids = torch.tensor([prompt] * len(texts))
+        labels = torch.full((len(texts), max(len(t) for t in texts)), -100, dtype=torch.long)
+        for row, text in enumerate(texts):
+            labels[row, : len(text)] = torch.tensor(text)
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
 
 
 def check_image_tokens(input_ids: torch.Tensor, image_token_id: int, num_query_tokens: int) -> None:

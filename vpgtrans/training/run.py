@@ -154,6 +154,7 @@ def collator_for(
         num_query_tokens=model.config.num_query_tokens,
         image_token_id=model.config.image_token_index,
         max_text_tokens=training.max_text_tokens,
+        encoder_decoder=not model.config.use_decoder_only_language_model,
     )
 
 

@@ -1,14 +1,15 @@
 """Build small tokenizers and models from scratch, offline.
 
 Real checkpoints cannot be downloaded everywhere; the tests and the miniature world
-need tokenizers with the two conventions of real LLMs (GPT-2 byte-level BPE as in OPT,
-SentencePiece with byte fallback as in LLaMA) and models of the real architectures,
-only small. Everything here is ordinary `tokenizers` / `transformers` objects.
+need tokenizers with the conventions of real LLMs (GPT-2 byte-level BPE as in OPT,
+SentencePiece BPE with byte fallback as in LLaMA, SentencePiece unigram as in T5) and models
+of the real architectures, only small. Everything here is ordinary `tokenizers` / `transformers` objects.
 """
 
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from transformers import (
     LlamaConfig,
     OPTConfig,
     PreTrainedTokenizerFast,
+    T5Config,
 )
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -77,6 +79,28 @@ def sentencepiece_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 400) ->
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
+def t5_tokenizer(corpus: Iterable[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """A T5-style tokenizer: SentencePiece unigram with `▁` for a leading space, no BOS, `</s>` closing
+    every text, `<pad>` as id 0 (T5's decoder start)."""
+    specials = ["<pad>", "</s>", "<unk>"]
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Replace("\n", " ")  # T5's vocabulary has no newline
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        unk_token="<unk>",
+        initial_alphabet=list(string.ascii_letters + string.digits + string.punctuation),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+
 def _sentencepiece_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     """Pieces start at `▁`; a newline stands alone, so no piece spans two lines."""
     return pre_tokenizers.Sequence(
@@ -130,6 +154,24 @@ def llama_config(tokenizer: PreTrainedTokenizerFast, size: LMSize) -> LlamaConfi
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
+    )
+
+
+def t5_config(tokenizer: PreTrainedTokenizerFast, size: LMSize) -> T5Config:
+    """A (Flan-)T5 config sized by `size`: gated-GELU feed-forward, relative positions, `size.num_layers`
+    encoder and decoder layers."""
+    return T5Config(
+        vocab_size=len(tokenizer),
+        d_model=size.hidden_size,
+        d_kv=size.hidden_size // size.num_heads,
+        d_ff=size.ffn_mult * size.hidden_size,
+        num_layers=size.num_layers,
+        num_heads=size.num_heads,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
     )
 
 
