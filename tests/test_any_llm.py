@@ -145,3 +145,10 @@ def test_t5_source_transfers_to_a_causal_lm(t5, zoo, tmp_path):
     record = _transfer(t5 / "src", zoo.dst_opt, zoo.data, tmp_path / "run")
     assert record["converter"]["aligned_pairs"] > 20 and record["status"] == "done"
     assert "shared.weight" in record["converter"]["src_table"]
+
+
+def test_chat_on_a_t5_is_refused_before_out_exists(t5, zoo, tmp_path, capsys):
+    args = ["--src", str(zoo.src), "--dst", str(t5 / "dst"), "--data", str(zoo.data), "--chat", str(zoo.data)]
+    assert main(["transfer", *args, "--out", str(tmp_path / "run")]) == 2
+    assert "instruction tuning needs a decoder-only LLM" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

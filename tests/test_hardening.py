@@ -126,15 +126,14 @@ def test_a_truncated_weights_file_is_named_before_out(zoo, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_dst_the_cost_accounting_cannot_count_is_refused_up_front(zoo, tmp_path, capsys):
-    from transformers import BertConfig, BertLMHeadModel
+def test_a_dst_that_cannot_generate_is_refused_up_front(zoo, tmp_path, capsys):
+    from transformers import DistilBertConfig, DistilBertForMaskedLM
 
-    bert = tmp_path / "bert"
-    config = BertConfig(vocab_size=99, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, is_decoder=True)  # fmt: skip
-    BertLMHeadModel(config).save_pretrained(bert)
-    assert _transfer(zoo, tmp_path / "out", dst=bert) == 2
-    assert "the cost accounting cannot count this model's parameters" in _error(capsys)
+    encoder_only = tmp_path / "distilbert"
+    config = DistilBertConfig(vocab_size=99, dim=16, n_layers=1, n_heads=2, hidden_dim=32)
+    DistilBertForMaskedLM(config).save_pretrained(encoder_only)
+    assert _transfer(zoo, tmp_path / "out", dst=encoder_only) == 2
+    assert "model_type is 'distilbert', which is not a generative language model" in _error(capsys)
     assert not (tmp_path / "out").exists()
 
 

@@ -17,12 +17,20 @@ from pathlib import Path
 import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-from .chat.template import chat_generation_config, check_chat_template
+from .chat.template import chat_generation_config, check_chat_model
 from .errors import VPGTransError
 from .evaluation.evaluate import WORLD_METRICS, load_world, world_scores
 from .io.atomic import atomic_dir
 from .method.converter import ConverterFitConfig, WordConverter, fit_converter
-from .method.graft import GraftReport, check_blip2_ref, check_language_model_ref, graft, load_blip2, load_language_model
+from .method.graft import (
+    GraftReport,
+    check_blip2_ref,
+    check_language_model_ref,
+    graft,
+    is_causal_lm_ref,
+    load_blip2,
+    load_language_model,
+)
 from .method.prompt_scale import match_prompt_scale
 from .training.data import CaptionRecord, load_caption_data
 from .training.run import RunFolder, load_stage_data, run_stage
@@ -78,10 +86,12 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
     started = time.perf_counter()
     training = config.training
     check_precision(training.precision)
+    check_blip2_ref(config.src)  # fail on bad references and data before OUT is created
+    check_language_model_ref(config.dst)
+    if config.chat and not is_causal_lm_ref(config.dst):
+        raise VPGTransError(f"--chat: instruction tuning needs a decoder-only LLM; {config.dst} is an encoder-decoder")
     data = load_caption_data(config.data, config.skip_bad_samples)
     chat_data = load_stage_data(INSTRUCT, config.chat, config.skip_bad_samples) if config.chat else None
-    check_blip2_ref(config.src)  # fail on bad references before OUT is created
-    check_language_model_ref(config.dst)
     world = load_world(config.eval, config.eval_limit) if config.eval else None
     accelerator = make_accelerator(training.precision, training.grad_accum)
     inputs = (config.data, config.src, config.dst, config.eval, config.chat)
@@ -106,7 +116,7 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
         for spec in (WARMUP, FINETUNE):
             run_stage(model, processor, data, spec, training, run, accelerator)
         if chat_data:
-            check_chat_template(processor, model.config.num_query_tokens)
+            check_chat_model(model, processor)
             run_stage(model, processor, chat_data, INSTRUCT, training, run, accelerator)
         model_dir = run.path / "model"
         if accelerator.is_main_process:
@@ -125,7 +135,7 @@ def run_single_stage(spec: StageSpec, config: StageRunConfig, resume: bool = Fal
     data = load_stage_data(spec, config.data, config.skip_bad_samples)
     model, processor = load_blip2(config.model, DTYPES[training.precision])
     if spec is INSTRUCT:
-        check_chat_template(processor, model.config.num_query_tokens)
+        check_chat_model(model, processor)
     set_precision(model, training.precision)
     accelerator = make_accelerator(training.precision, training.grad_accum)
     config_record = json.loads(json.dumps(asdict(config)))

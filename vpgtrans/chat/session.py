@@ -19,7 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, StopStringCrite
 from ..errors import VPGTransError
 from ..io.images import to_rgb
 from .config import ChatSettings
-from .template import IMAGE_TOKEN, check_chat_template, end_marker, render, stop_token_ids
+from .template import IMAGE_TOKEN, check_chat_model, end_marker, render, stop_token_ids
 
 
 @dataclass
@@ -61,7 +61,7 @@ class ChatModel:
         self.model, self.processor, self.name = model.eval(), processor, name
         self.tokenizer = processor.tokenizer
         self.num_query_tokens = model.config.num_query_tokens
-        check_chat_template(processor, self.num_query_tokens)
+        check_chat_model(model, processor)
         self.marker = end_marker(processor)
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.max_positions = getattr(model.config.text_config, "max_position_embeddings", None)

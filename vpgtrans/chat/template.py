@@ -112,8 +112,15 @@ def end_marker(processor: Any) -> str:
     return after.split()[0] if after else processor.tokenizer.eos_token
 
 
-def check_chat_template(processor: Any, num_query_tokens: int) -> None:
-    """The template must give an image exactly `num_query_tokens` `<image>` tokens."""
+def check_chat_model(model: Any, processor: Any) -> None:
+    """A model chats (and is instruction-tuned) when its LLM is decoder-only and its template gives an
+    image exactly `num_query_tokens` `<image>` tokens."""
+    if not model.config.use_decoder_only_language_model:
+        raise VPGTransError(
+            f"chat and instruction tuning need a decoder-only LLM; this model's is the encoder-decoder "
+            f"{model.config.text_config.model_type!r}"
+        )
+    num_query_tokens = model.config.num_query_tokens
     text = render(processor, [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}])
     found = text.count(IMAGE_TOKEN)
     if found != num_query_tokens:

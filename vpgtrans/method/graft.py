@@ -112,13 +112,17 @@ def _reload_trainable_in_fp32(model: Blip2ForConditionalGeneration, ref: str) ->
                 param.data = read_tensor(keys, name).to(torch.float32)
 
 
+def is_causal_lm_ref(ref: str) -> bool:
+    """Whether `ref`'s LLM is decoder-only (chat and instruction tuning need one)."""
+    return read_config(ref).get("model_type") in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
 def load_language_model(
     ref: str, dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal or encoder-decoder language model and its tokenizer, every weight checked."""
     check_language_model_ref(ref)
-    seq2seq = read_config(ref).get("model_type") not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    loader = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    loader = AutoModelForCausalLM if is_causal_lm_ref(ref) else AutoModelForSeq2SeqLM
     model, info = loader.from_pretrained(resolve_model_ref(ref), dtype=dtype, output_loading_info=True)
     _check_loading_info(ref, info)
     return model.eval(), load_tokenizer(ref)
