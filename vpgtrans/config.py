@@ -35,7 +35,7 @@ def option(
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
-SRC_HELP = "source BLIP-2: folder, hub id or preset (e.g. blip2-opt-2.7b)"
+SRC_HELP = "source BLIP-2: folder, hub id, preset (e.g. blip2-opt-2.7b) or LAVIS checkpoint (.pth, with --src-llm)"
 DST_HELP = "destination LLM (causal or T5-style): folder, hub id or preset (e.g. llama-7b)"
 
 

@@ -18,6 +18,8 @@ import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
 from .chat.template import chat_generation_config, check_chat_model
+from .convert import load_lavis
+from .convert_config import LavisSource
 from .errors import VPGTransError
 from .evaluation.evaluate import WORLD_METRICS, load_world, world_scores
 from .io.atomic import atomic_dir
@@ -54,8 +56,28 @@ def save_model(
         processor.save_pretrained(tmp)
 
 
+def load_source(src: str | LavisSource, dtype: torch.dtype) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
+    """The source BLIP-2: a transformers folder, hub id or preset, or LAVIS files (`LavisSource`)."""
+    return load_lavis(src, dtype) if isinstance(src, LavisSource) else load_blip2(src, dtype)
+
+
+def check_source(src: str | LavisSource) -> None:
+    """Fail early on a source that cannot load: its files, its kind, its LLM."""
+    if not isinstance(src, LavisSource):
+        return check_blip2_ref(src)
+    for path in (src.checkpoint, src.vit):
+        if path is not None and not Path(path).is_file():
+            raise VPGTransError(f"{path}: LAVIS file not found")
+    check_language_model_ref(src.llm)
+
+
+def source_language_model(src: str | LavisSource) -> str:
+    """Where the source's LLM (its input embeddings, its tokenizer) is read from."""
+    return src.llm if isinstance(src, LavisSource) else src
+
+
 def initialise(
-    src: str,
+    src: str | LavisSource,
     dst: str,
     converter: WordConverter | None,
     precision: str = "fp32",
@@ -65,7 +87,7 @@ def initialise(
     """Load source BLIP-2 and destination LLM, graft them with the fused projector (sized to
     the source's soft-prompt scale on `prompt_scale_records` when given)."""
     dtype = DTYPES[precision]
-    source, source_processor = load_blip2(src, dtype)
+    source, source_processor = load_source(src, dtype)
     lm, tokenizer = load_language_model(dst, dtype)
     model, processor, report = graft(source, source_processor, lm, tokenizer, converter, seed)
     if prompt_scale_records:
@@ -86,7 +108,8 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
     started = time.perf_counter()
     training = config.training
     check_precision(training.precision)
-    check_blip2_ref(config.src)  # fail on bad references and data before OUT is created
+    source = config.lavis_source() or config.src
+    check_source(source)  # fail on bad references and data before OUT is created
     check_language_model_ref(config.dst)
     if config.chat and not is_causal_lm_ref(config.dst):
         raise VPGTransError(f"--chat: instruction tuning needs a decoder-only LLM; {config.dst} is an encoder-decoder")
@@ -94,18 +117,18 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
     chat_data = load_stage_data(INSTRUCT, config.chat, config.skip_bad_samples) if config.chat else None
     world = load_world(config.eval, config.eval_limit) if config.eval else None
     accelerator = make_accelerator(training.precision, training.grad_accum)
-    inputs = (config.data, config.src, config.dst, config.eval, config.chat)
+    inputs = (config.data, config.src, config.dst, config.eval, config.chat, config.src_llm, config.src_vit)
     with RunFolder(config.out, "transfer", json.loads(json.dumps(asdict(config))), resume, overwrite, inputs) as run:
         converter_path = run.path / "converter.safetensors"
         if converter_path.exists():
             converter = WordConverter.load(converter_path)
         else:
             fit = ConverterFitConfig(method=config.converter, seed=training.seed)
-            converter = fit_converter(config.src, config.dst, data.captions(), fit)
+            converter = fit_converter(source_language_model(source), config.dst, data.captions(), fit)
             converter.save(converter_path)
         records = data.records if config.prompt_scale else None
         model, processor, graft_report = initialise(
-            config.src, config.dst, converter, training.precision, training.seed, records
+            source, config.dst, converter, training.precision, training.seed, records
         )
         run.save(
             converter=asdict(converter.report) if converter.report else None,
@@ -123,7 +146,7 @@ def run_transfer(config: TransferConfig, resume: bool = False, overwrite: bool =
             save_model(model, processor, model_dir, chat=chat_data is not None)
         run.save(model=str(model_dir), wall_seconds=time.perf_counter() - started)
         if world and accelerator.is_main_process:
-            run.save(evaluation=evaluate_against_source(model, processor, config.src, world, training.precision))
+            run.save(evaluation=evaluate_against_source(model, processor, source, world, training.precision))
         run.save(status="done")
     return model_dir
 
@@ -154,9 +177,9 @@ def data_record(data) -> dict:
     return {"path": str(data.path), "samples": len(data.records), "skipped": data.skipped}
 
 
-def evaluate_against_source(model, processor, src: str, world, precision: str) -> dict:
+def evaluate_against_source(model, processor, src: str | LavisSource, world, precision: str) -> dict:
     """The world's caption, CIDEr-D and VQA scores of the transferred model and of the source, side by side."""
-    source, source_processor = load_blip2(src, DTYPES[precision])
+    source, source_processor = load_source(src, DTYPES[precision])
     scores = {}
     for name, (m, p) in {"transferred": (model, processor), "source": (source, source_processor)}.items():
         m.eval()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .config import DST_HELP, SRC_HELP, option, validate
+from .convert_config import LavisSource
+from .errors import VPGTransError
 from .method.config import CONVERTER_METHODS
 from .training.config import TrainingConfig
 
@@ -18,6 +20,10 @@ class TransferConfig:
     data: str = option(help="image-caption JSONL or imagefolder")
     out: str = option(help="run folder (default: runs/SRC-to-DST)")
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    src_llm: str | None = option(None, "a LAVIS --src (.pth): the language model it was trained on")
+    src_vit: str | None = option(None, "a LAVIS --src (.pth): its EVA ViT file (eva_vit_g.pth)")
+    src_vit_heads: int = option(16, "a LAVIS --src (.pth): ViT attention heads (EVA ViT-g: 16)", minimum=1)
+    src_qformer_heads: int = option(12, "a LAVIS --src (.pth): Q-Former attention heads (BERT-base: 12)", minimum=1)
     converter: str = option(
         "ridge", "converter fit: closed-form ridge, or the paper's cosine/SGD recipe", choices=CONVERTER_METHODS
     )
@@ -38,6 +44,20 @@ class TransferConfig:
     @staticmethod
     def default_out(src: str, dst: str) -> str:
         return f"runs/{src.replace('/', '_')}-to-{dst.replace('/', '_')}"
+
+    def lavis_source(self) -> LavisSource | None:
+        """The LAVIS files when --src is a LAVIS / VPGTrans checkpoint, else None."""
+        if not self.src.endswith((".pth", ".pt")):
+            return None
+        if not self.src_llm:
+            raise VPGTransError(f"--src {self.src} is a LAVIS checkpoint: give --src-llm, the LLM it was trained on")
+        return LavisSource(
+            checkpoint=self.src,
+            llm=self.src_llm,
+            vit=self.src_vit,
+            vit_heads=self.src_vit_heads,
+            qformer_heads=self.src_qformer_heads,
+        )
 
     def __post_init__(self):
         validate(self, "transfer settings")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..config import DST_HELP, SRC_HELP, option
+from ..convert_config import PREFIXES
 from ..efficiency.config import IGNORED_TRAINING, CompareConfig
 from ..errors import VPGTransError
 from ..evaluation.config import Benchmark, EvalConfig, GenerationSettings
@@ -82,6 +83,22 @@ class CaptionArgs:
 @dataclass
 class ChatArgs:
     image: str | None = option(None, "image to talk about (more with /image PATH during the chat)")
+
+
+@dataclass
+class ConvertArgs:
+    """`vpgtrans convert`: which way, from what, to where (LAVIS' own settings: `LavisSource`)."""
+
+    source: str = option(help="with --from lavis: the LAVIS checkpoint (.pth); with --to lavis: a BLIP-2 folder",
+                         positional=True)  # fmt: skip
+    out: str = option(help="--from: the model folder to write; --to: the checkpoint file (.pth) to write")
+    from_format: str | None = option(None, "convert from this format to a transformers folder", choices=("lavis",),
+                                     flag="from")  # fmt: skip
+    to_format: str | None = option(None, "convert a transformers folder to this format", choices=("lavis",),
+                                   flag="to")  # fmt: skip
+    vit_out: str | None = option(None, "--to lavis: also write the ViT here (eva_vit_g.pth layout)")
+    prefix: str | None = option(None, "--to lavis: module prefix of projector and LLM (default: by LLM family)",
+                                choices=PREFIXES)  # fmt: skip
 
 
 @dataclass
@@ -463,3 +480,23 @@ def cmd_serve(args: argparse.Namespace) -> None:
     a = ChatModelArgs(**given(ChatModelArgs, args))
     settings, serve_args = ChatSettings(**given(ChatSettings, args)), ServeArgs(**given(ServeArgs, args))
     serve(ChatModel.load(a.model, a.precision), settings, serve_args)
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from ..convert import load_lavis, write_lavis
+    from ..convert_config import LavisSource
+    from ..pipeline import save_model
+
+    a = ConvertArgs(**given(ConvertArgs, args))
+    if (a.from_format is None) == (a.to_format is None):
+        raise VPGTransError("give one of --from lavis (LAVIS checkpoint -> folder) and --to lavis (folder -> LAVIS)")
+    if a.to_format:
+        prefix = write_lavis(a.source, a.out, a.vit_out, a.prefix)
+        print(f"LAVIS checkpoint ({prefix}_proj): {a.out}" + (f", ViT: {a.vit_out}" if a.vit_out else ""))
+        return
+    lavis = {k: v for k, v in given(LavisSource, args).items() if k != "checkpoint"}
+    if "llm" not in lavis:
+        raise VPGTransError("--from lavis needs --llm: the language model the checkpoint was trained on")
+    model, processor = load_lavis(LavisSource(checkpoint=a.source, **lavis))
+    save_model(model, processor, Path(a.out))
+    print(f"model: {a.out}")

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from ..chat.config import ChatModelArgs, ChatSettings, ServeArgs
+from ..convert_config import LAVIS_FIELDS, LavisSource
 from ..efficiency.config import CompareConfig
 from ..errors import VPGTransError
 from ..evaluation.config import Benchmark, EvalConfig, GenerationSettings
@@ -24,6 +25,7 @@ from .commands import (
     STAGE_TRAINING,
     CaptionArgs,
     ChatArgs,
+    ConvertArgs,
     EstimateArgs,
     FitConverterArgs,
     InitArgs,
@@ -34,6 +36,7 @@ from .commands import (
     cmd_caption,
     cmd_chat,
     cmd_compare,
+    cmd_convert,
     cmd_estimate,
     cmd_eval,
     cmd_fit_converter,
@@ -126,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p, ServeArgs)
     add_flags(p, ChatSettings)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "convert",
+        help="LAVIS / VPGTrans checkpoints to a transformers folder (--from lavis) and back (--to lavis)",
+        description="docs/formats.md#lavis--vpgtrans-checkpoints",
+    )
+    add_flags(p, ConvertArgs, required=True)
+    add_flags(p.add_argument_group("--from lavis"), LavisSource, only=[f for f in LAVIS_FIELDS if f != "checkpoint"])
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser(
         "world", help="write a miniature-world image-caption set (JSONL or imagefolder) with QA and scenes"

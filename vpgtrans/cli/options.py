@@ -52,7 +52,7 @@ def add_flags(
         choices = f" (from: {', '.join(map(str, meta['choices']))})" if listed else ""
         help_text = meta["help"] + choices + _default_text(field)
         if meta.get("positional"):
-            parser.add_argument(field.name, nargs="+", help=help_text)
+            parser.add_argument(field.name, nargs="+" if typing.get_origin(kind) is tuple else None, help=help_text)
             continue
         needed = required and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
         common = {"dest": field.name, "help": help_text, "default": None, "required": needed}
