@@ -152,3 +152,19 @@ def test_chat_on_a_t5_is_refused_before_out_exists(t5, zoo, tmp_path, capsys):
     assert main(["transfer", *args, "--out", str(tmp_path / "run")]) == 2
     assert "instruction tuning needs a decoder-only LLM" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_flan_t5_presets_run_in_bf16_never_fp16():
+    """The paper's FlanT5 fact lives in its preset: bf16 by default, fp16 refused, fp32 allowed."""
+    from vpgtrans.cli.commands import TRAINING_FIELDS, _recipe_config
+    from vpgtrans.cli.main import build_parser
+    from vpgtrans.errors import VPGTransError
+    from vpgtrans.transfer_config import TransferConfig
+
+    def precision(*flags: str) -> str:
+        args = build_parser().parse_args(["transfer", "--recipe", "opt-2.7b-to-flan-t5-xl", "--data", "d", *flags])
+        return _recipe_config(TransferConfig, args, TRAINING_FIELDS).training.precision
+
+    assert precision() == "bf16" and precision("--precision", "fp32") == "fp32"
+    with pytest.raises(VPGTransError, match="runs in bf16 or fp32 .* T5 overflows in fp16"):
+        precision("--precision", "fp16")

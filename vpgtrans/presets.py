@@ -17,7 +17,7 @@ from pathlib import Path
 from .config import from_mapping, option
 from .errors import VPGTransError
 
-MODEL_KINDS = ("blip2", "causal-lm")
+MODEL_KINDS = ("blip2", "causal-lm", "seq2seq-lm")
 
 
 def resources_root() -> Path:
@@ -38,8 +38,15 @@ class ModelPreset:
 
     name: str = option(help="the preset's name")
     ref: str = option(help="hub id, or a folder; './' is the resources root (the toy zoo)")
-    kind: str = option(help="blip2: a transfer source; causal-lm: a destination", choices=MODEL_KINDS)
+    kind: str = option(
+        help="blip2: a transfer source; causal-lm, seq2seq-lm: a destination (T5-style)", choices=MODEL_KINDS
+    )
     rebuild: str = option("", "how to rebuild a local preset that is missing")
+    precision: str = option(
+        "",
+        "the half precision it runs in: transfers onto or from it default to it, and refuse the other (FlanT5: bf16)",
+        choices=("", "bf16", "fp16"),
+    )
 
     def resolved(self) -> str:
         """Hub ids stay as they are; `./`-relative paths are anchored at the resources root."""
@@ -77,6 +84,15 @@ def model_presets() -> dict[str, ModelPreset]:
 def looks_like_preset(ref: str) -> bool:
     """A bare name (no path separator, no existing file) is meant as a preset."""
     return "/" not in ref and os.sep not in ref and not Path(ref).exists()
+
+
+def preset_precision(*refs: str | None) -> str:
+    """The half precision the presets among `refs` require ("" when none does)."""
+    presets = model_presets()
+    wanted = {presets[r].precision for r in refs if r and looks_like_preset(r) and r in presets} - {""}
+    if len(wanted) > 1:
+        raise VPGTransError(f"presets {', '.join(r for r in refs if r)} need different half precisions {wanted}")
+    return wanted.pop() if wanted else ""
 
 
 def resolve_model_ref(ref: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from ..config import DST_HELP, SRC_HELP, option
@@ -171,6 +171,21 @@ def _recipe_data(recipe, out: Path, flags: dict) -> tuple[dict[str, str], list[t
     return values, worlds
 
 
+def _preset_precision(training: TrainingConfig, src: str, dst: str, chosen: bool) -> TrainingConfig:
+    """A preset's half precision (FlanT5's bf16) as the default; the other half precision refused."""
+    from ..presets import preset_precision
+
+    needed = preset_precision(src, dst)
+    if not needed or chosen and training.precision in ("fp32", needed):
+        return training
+    if chosen:
+        raise VPGTransError(
+            f"--precision {training.precision}: {src} -> {dst} runs in {needed} or fp32 (its preset says so: "
+            "T5 overflows in fp16)"
+        )
+    return replace(training, precision=needed)
+
+
 def _recipe_config(cls: type, args: argparse.Namespace, training_fields: list[str], **extra):
     """`cls` (TransferConfig or CompareConfig) from the flags over the recipe over the defaults.
     The whole config is checked before a recipe's world data is generated."""
@@ -188,6 +203,8 @@ def _recipe_config(cls: type, args: argparse.Namespace, training_fields: list[st
     values = layered(cls, recipe_values, paths, flags, {"src": src, "dst": dst, "out": str(out)})
     if "data" not in values:
         raise VPGTransError("--data is required (or a recipe that declares data)")
+    training = _preset_precision(training, values["src"], values["dst"], "precision" in given(TrainingConfig, args)
+                                 or "precision" in recipe.training)  # fmt: skip
     config = cls(**values, training=training, **extra)
     check_precision(training.precision)
     for folder, images, seed in worlds:
