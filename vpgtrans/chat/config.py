@@ -44,3 +44,6 @@ class ServeArgs:
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
     port: int = option(7860, "port of the web page and of /v1/chat/completions", minimum=1)
     max_image_mb: float = option(10.0, "largest image accepted, in MB (an upload or a data URL)", minimum=0.01)
+    max_request_mb: float = option(
+        50.0, "largest /v1/chat/completions request body, in MB (its images come base64-encoded in it)", minimum=0.01
+    )
