@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Rebuild the miniature world's model zoo from nothing, deterministically.
 
-    python recipes/toy/build_zoo.py [--config recipes/toy/zoo.toml] [--out checkpoints]
+    python recipes/toy/build_zoo.py [--config recipes/toy/zoo.toml] [--out checkpoints] [--only NAME ...]
 
 1. tokenizers of two families trained on world text (byte-level BPE; SentencePiece-style);
 2. toy LLMs (toy-opt-s, toy-opt-l, toy-llama) pretrained on text that rewards reading the
@@ -10,7 +10,12 @@
 4. toy-blip2-opt-s: BLIP-2's two stages in miniature on the frozen ViT: the Q-Former learns
    to read every grid cell (representation learning), then Q-Former + projector learn to
    caption through the frozen toy-opt-s with the same stage trainer `vpgtrans transfer` uses;
-5. quality report (held-out perplexity; caption and VQA accuracy) in OUT/zoo.json.
+5. chat LMs (toy-vicuna): a toy LLM fine-tuned on world dialogues whose scene is given as text,
+   rendered with the Vicuna-like template its tokenizer then carries, the loss on the answers only;
+6. quality report (held-out perplexity; caption and VQA accuracy; chat answer accuracy) in OUT/zoo.json.
+
+`--only NAME ...` builds just those LMs or chat LMs, reusing everything else in OUT, and merges their
+entries into OUT/zoo.json.
 """
 
 from __future__ import annotations
@@ -34,9 +39,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Blip2VisionModel
 
 from vpgtrans import world
+from vpgtrans.chat.evaluate import TurnPrediction, summarise
+from vpgtrans.chat.template import answer_spans, render
 from vpgtrans.errors import VPGTransError
 from vpgtrans.evaluation.evaluate import load_world, world_scores
 from vpgtrans.pipeline import save_model
+from vpgtrans.training.conversations import answer_labels
 from vpgtrans.training.data import CaptionDataset, load_caption_data
 from vpgtrans.training.run import collator_for
 from vpgtrans.training.stages import FINETUNE, TrainingConfig
@@ -45,6 +53,13 @@ from vpgtrans.world import tiny
 from vpgtrans.world.zoo import load_zoo_config
 
 HERE = Path(__file__).resolve().parent
+# The chat LMs' template (Vicuna-like, in words the toy tokenizers know); its end marker is the EOS token.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}Question: {{ m['content'] }}\n"
+    "{% elif m['role'] == 'assistant' %}Answer: {{ m['content'] }}{{ eos_token }}"
+    "{% else %}{{ raise_exception('roles are user and assistant; got ' + m['role']) }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Answer:{% endif %}"
+)
 
 
 def lm_batches(tokenizer, texts: list[str], max_tokens: int) -> torch.Tensor:
@@ -63,16 +78,32 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.l
     )
 
 
-def lm_loss(model, ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+def lm_loss(model, ids: torch.Tensor, pad_id: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal-LM loss on `labels` (default: every token of `ids`); -100 in `ids` marks padding."""
     mask = ids != -100
-    return model(input_ids=torch.where(mask, ids, pad_id), attention_mask=mask.long(), labels=ids).loss
+    return model(
+        input_ids=torch.where(mask, ids, pad_id), attention_mask=mask.long(), labels=ids if labels is None else labels
+    ).loss
+
+
+def pad_id_of(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def update(model, optimizer: torch.optim.Optimizer, schedule, loss: torch.Tensor) -> None:
+    """One optimizer step, gradients clipped to norm 1."""
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
 
 
 def pretrain_lm(model, tokenizer, texts: list[str], steps: int, cfg: dict, seed: int) -> list[float]:
     """Plain causal-LM pretraining, AdamW with cosine decay."""
     torch.manual_seed(seed)
     ids = lm_batches(tokenizer, texts, cfg["max_tokens"])
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id_of(tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.01)
     schedule = warmup_cosine(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
@@ -82,25 +113,25 @@ def pretrain_lm(model, tokenizer, texts: list[str], steps: int, cfg: dict, seed:
         batch = ids[torch.randint(len(ids), (cfg["batch_size"],), generator=generator)]
         batch = batch[:, : int((batch != -100).sum(1).max())]
         loss = lm_loss(model, batch, pad)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
+        update(model, optimizer, schedule, loss)
         losses.append(loss.item())
     return losses
 
 
-@torch.no_grad()
 def perplexity(model, tokenizer, texts: list[str], max_tokens: int) -> float:
+    return target_perplexity(model, lm_batches(tokenizer, texts, max_tokens), None, pad_id_of(tokenizer))
+
+
+@torch.no_grad()
+def target_perplexity(model, ids: torch.Tensor, labels: torch.Tensor | None, pad: int) -> float:
+    """Perplexity over the target tokens (`labels`, default: every token of `ids`), 100 rows a batch."""
     model.eval()
-    ids = lm_batches(tokenizer, texts, max_tokens)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    labels = ids if labels is None else labels
     total, count = 0.0, 0
     for start in range(0, len(ids), 100):
-        batch = ids[start : start + 100]
-        n = int((batch[:, 1:] != -100).sum())
-        total += lm_loss(model, batch, pad).item() * n
+        batch, targets = ids[start : start + 100], labels[start : start + 100]
+        n = int((targets[:, 1:] != -100).sum())
+        total += lm_loss(model, batch, pad, targets).item() * n
         count += n
     return math.exp(total / count)
 
@@ -231,76 +262,199 @@ def pretrain_qformer(blip2, cfg: dict, wcfg: world.WorldConfig, processor, seed:
     return fit_cell_attributes(logits, [blip2.qformer, head], [blip2.query_tokens], features, targets, cfg, seed)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(HERE / "zoo.toml"))
-    parser.add_argument("--out", default=str(HERE.parents[1] / "checkpoints"))
-    parser.add_argument(
-        "--reuse-lms",
-        action="store_true",
-        help="keep the toy LLMs already in OUT (and their zoo.json entries) instead of pretraining "
-        "them again: for recipe changes that touch only the VPG",
-    )
-    args = parser.parse_args()
-    try:
-        cfg = load_zoo_config(args.config)
-    except VPGTransError as exc:
-        parser.error(str(exc))
-    out = Path(args.out)
-    if args.reuse_lms and not (out / "zoo.json").exists():
-        parser.error(f"--reuse-lms: {out / 'zoo.json'} not found; build the whole zoo there first")
-    out.mkdir(parents=True, exist_ok=True)
-    seed, image_size = cfg["seed"], cfg["image_size"]
-    wcfg = world.WorldConfig(image_size=image_size, **cfg["world"])
-    torch.use_deterministic_algorithms(True)
-    report: dict = {"config": cfg, "models": {}}
-    clock = time.perf_counter()
+# ---------------------------------------------------------------- chat LMs
 
-    # 1. tokenizers
-    tok_texts = world.pretraining_texts(cfg["tokenizers"]["texts"], seed, wcfg)
-    tokenizers = {
-        "opt": tiny.byte_level_bpe_tokenizer(tok_texts, cfg["tokenizers"]["byte_level_vocab"]),
-        "llama": tiny.sentencepiece_bpe_tokenizer(tok_texts, cfg["tokenizers"]["sentencepiece_vocab"]),
+
+def chat_batches(tokenizer, dialogues: list[list[dict]], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dialogues rendered with the tokenizer's chat template (at most `max_tokens`, -100 past the end) and
+    their labels: a token is a target when its characters overlap an answer or the EOS after it."""
+    rows = [answer_labels(tokenizer, *answer_spans(tokenizer, messages)) for messages in dialogues]
+    rows = [(ids[:max_tokens], labels[:max_tokens]) for ids, labels in rows]
+    ids = torch.full((len(rows), max(len(r) for r, _ in rows)), -100, dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    for i, (row, targets) in enumerate(rows):
+        ids[i, : len(row)], labels[i, : len(row)] = torch.tensor(row), torch.tensor(targets)
+    return ids, labels
+
+
+def finetune_chat(
+    model, dialogues: tuple[torch.Tensor, torch.Tensor], plain: torch.Tensor, spec: dict, pad: int, seed: int
+) -> list[float]:
+    """AdamW with the zoo's schedule; a step trains on a batch of dialogues (loss on the answers) or, on a
+    `mix` share of the steps spread evenly (never the first), on plain pretraining texts (loss on every
+    token), so captions keep working. Returns the losses of the dialogue steps."""
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec["lr"], weight_decay=0.01)
+    schedule = warmup_cosine(optimizer, spec["steps"])
+    generator = torch.Generator().manual_seed(seed)
+    dialogue_ids, dialogue_labels = dialogues
+    losses = []
+    model.train()
+    for step in range(spec["steps"]):
+        on_plain = math.floor((step + 1) * spec["mix"]) > math.floor(step * spec["mix"])  # `mix` of the steps
+        source = plain if on_plain else dialogue_ids
+        rows = torch.randint(len(source), (spec["batch_size"],), generator=generator)
+        ids = source[rows]
+        labels = ids if on_plain else dialogue_labels[rows]
+        length = int((ids != -100).sum(1).max())
+        loss = lm_loss(model, ids[:, :length], pad, labels[:, :length])
+        update(model, optimizer, schedule, loss)
+        if not on_plain:
+            losses.append(loss.item())
+    return losses
+
+
+@torch.no_grad()
+def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 64) -> list[str]:
+    """Greedy continuations of rendered prompts up to the EOS, in prompt order; batched by length, left-padded."""
+    model.eval()
+    encoded = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    pad = pad_id_of(tokenizer)
+    answers = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, i in enumerate(rows):
+            ids[j, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[j, width - len(encoded[i]) :] = 1
+        output = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=pad,
+        )
+        for j, i in enumerate(rows):
+            answers[i] = tokenizer.decode(output[j, width:], skip_special_tokens=True).strip()
+    return answers
+
+
+def dialogue_predictions(
+    model, tokenizer, dialogues: list[tuple[str, list[world.Turn]]], max_new_tokens: int
+) -> list[TurnPrediction]:
+    """Each answer decoded greedily from the gold history before it (the scene given as text), and scored."""
+    asked = [
+        (number, index, turn, render(tokenizer, world.to_messages(turns, context)[: 2 * index + 1], True))
+        for number, (context, turns) in enumerate(dialogues)
+        for index, turn in enumerate(turns)
+    ]
+    answers = greedy_answers(model, tokenizer, [prompt for *_, prompt in asked], max_new_tokens)
+    return [
+        TurnPrediction(
+            number,
+            index,
+            "",
+            turn.kind,
+            turn.question,
+            turn.answer,
+            text,
+            world.score_answer(text, turn.answer, turn.kind),
+        )
+        for (number, index, turn, _), text in zip(asked, answers, strict=True)
+    ]
+
+
+def build_chat_lm(name: str, cfg: dict, wcfg: world.WorldConfig, plain: list[str], out: Path) -> dict:
+    """Fine-tune the base LM in OUT into chat LM `name`; save it with its chat template; its zoo.json entry.
+    `plain` are the LMs' pretraining texts, the last `heldout_texts` of them held out."""
+    started = time.perf_counter()
+    spec, pre, seed = cfg["chat_lms"][name], cfg["lm_pretraining"], cfg["seed"]
+    tokenizer = AutoTokenizer.from_pretrained(out / spec["base"])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    # RoPE has no learned positions: the same weights read a longer context.
+    model = AutoModelForCausalLM.from_pretrained(out / spec["base"], max_position_embeddings=spec["max_positions"])
+    pad = pad_id_of(tokenizer)
+    train_plain, heldout_plain = plain[: pre["texts"]], plain[pre["texts"] :]
+    dialogues = chat_batches(tokenizer, world.dialogue_texts(spec["dialogues"], seed + 4, wcfg), spec["max_tokens"])
+    heldout = world.dialogue_turns(spec["heldout_dialogues"], cfg["evaluation"]["seed"], wcfg)
+    heldout_batches = chat_batches(
+        tokenizer, [world.to_messages(turns, context) for context, turns in heldout], spec["max_tokens"]
+    )
+    plain_ids = lm_batches(tokenizer, train_plain, pre["max_tokens"])
+    losses = finetune_chat(model, dialogues, plain_ids, spec, pad, seed)
+    scores = summarise(dialogue_predictions(model, tokenizer, heldout, max_new_tokens=48))
+    answer_ppl = target_perplexity(model, *heldout_batches, pad)
+    ppl = perplexity(model, tokenizer, heldout_plain, pre["max_tokens"])
+    model.eval().save_pretrained(out / name)
+    tokenizer.save_pretrained(out / name)
+    print(
+        f"{name}: held-out answer accuracy {scores['answer_accuracy']:.1f}%, description accuracy "
+        f"{scores['description_accuracy']:.1f}% ({scores['turns']} turns), answer perplexity {answer_ppl:.3f}, "
+        f"text perplexity {ppl:.3f} ({time.perf_counter() - started:.0f} s)",
+        flush=True,
+    )
+    return {
+        "kind": "causal-lm",
+        "base": spec["base"],
+        "heldout_answer_accuracy": scores["answer_accuracy"],
+        "heldout_description_accuracy": scores["description_accuracy"],
+        "heldout_accuracy_by_kind": scores["accuracy_by_kind"],
+        "heldout_turns": scores["turns"],
+        "heldout_answer_perplexity": answer_ppl,
+        "heldout_perplexity": ppl,
+        "final_train_answer_loss": losses[-1],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "seconds": time.perf_counter() - started,
     }
 
-    # 2. language models
-    pre = cfg["lm_pretraining"]
-    texts = world.pretraining_texts(pre["texts"] + pre["heldout_texts"], seed + 1, wcfg)
-    train_texts, heldout_texts = texts[: pre["texts"]], texts[pre["texts"] :]
-    previous = json.loads((out / "zoo.json").read_text())["models"] if args.reuse_lms else {}
-    for name, spec in cfg["lms"].items():
-        if name in previous and (out / name / "config.json").exists():
-            report["models"][name] = previous[name]
-            print(f"{name}: reused from {out / name}", flush=True)
-            continue
-        started = time.perf_counter()
-        tokenizer = tokenizers[spec["family"]]
-        size = tiny.LMSize(hidden_size=spec["hidden_size"], num_layers=spec["num_layers"], num_heads=spec["num_heads"])
-        config = (tiny.opt_config if spec["family"] == "opt" else tiny.llama_config)(tokenizer, size)
-        config.tie_word_embeddings = spec["tie_embeddings"]
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config)
-        losses = pretrain_lm(model, tokenizer, train_texts, spec["steps"], pre, seed)
-        ppl = perplexity(model, tokenizer, heldout_texts, pre["max_tokens"])
-        model.eval().save_pretrained(out / name)
-        tokenizer.save_pretrained(out / name)
-        report["models"][name] = {
-            "kind": "causal-lm",
-            "heldout_perplexity": ppl,
-            "final_train_loss": losses[-1],
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "seconds": time.perf_counter() - started,
-        }
-        print(f"{name}: held-out perplexity {ppl:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
-    # 3. vision encoder
+# ---------------------------------------------------------------- the zoo, whole or in part
+
+
+def build_tokenizers(cfg: dict, wcfg: world.WorldConfig) -> dict:
+    """The two families' tokenizers, trained on world text."""
+    texts = world.pretraining_texts(cfg["tokenizers"]["texts"], cfg["seed"], wcfg)
+    return {
+        "opt": tiny.byte_level_bpe_tokenizer(texts, cfg["tokenizers"]["byte_level_vocab"]),
+        "llama": tiny.sentencepiece_bpe_tokenizer(texts, cfg["tokenizers"]["sentencepiece_vocab"]),
+    }
+
+
+def lm_texts(cfg: dict, wcfg: world.WorldConfig) -> list[str]:
+    """The LMs' pretraining texts, the last `heldout_texts` held out."""
+    pre = cfg["lm_pretraining"]
+    return world.pretraining_texts(pre["texts"] + pre["heldout_texts"], cfg["seed"] + 1, wcfg)
+
+
+def build_lm(name: str, cfg: dict, tokenizer, texts: list[str], out: Path) -> dict:
+    """Pretrain LM `name` from scratch and save it with its tokenizer; its zoo.json entry."""
+    started = time.perf_counter()
+    spec, pre, seed = cfg["lms"][name], cfg["lm_pretraining"], cfg["seed"]
+    train_texts, heldout_texts = texts[: pre["texts"]], texts[pre["texts"] :]
+    size = tiny.LMSize(hidden_size=spec["hidden_size"], num_layers=spec["num_layers"], num_heads=spec["num_heads"])
+    config = (tiny.opt_config if spec["family"] == "opt" else tiny.llama_config)(tokenizer, size)
+    config.tie_word_embeddings = spec["tie_embeddings"]
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    losses = pretrain_lm(model, tokenizer, train_texts, spec["steps"], pre, seed)
+    ppl = perplexity(model, tokenizer, heldout_texts, pre["max_tokens"])
+    model.eval().save_pretrained(out / name)
+    tokenizer.save_pretrained(out / name)
+    print(f"{name}: held-out perplexity {ppl:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return {
+        "kind": "causal-lm",
+        "heldout_perplexity": ppl,
+        "final_train_loss": losses[-1],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def build_source(cfg: dict, wcfg: world.WorldConfig, out: Path, report: dict) -> None:
+    """The frozen ViT, the Q-Former's first stage and the source BLIP-2 on its frozen LM; their entries."""
+    seed, image_size = cfg["seed"], cfg["image_size"]
+    # the vision encoder
     started = time.perf_counter()
     processor = tiny.image_processor(image_size)
     vit, vit_accuracy = pretrain_vit(cfg["vision"], image_size, wcfg, processor, seed)
     report["models"]["vision"] = {"attribute_accuracy": vit_accuracy, "seconds": time.perf_counter() - started}
     print(f"ViT attribute accuracy {vit_accuracy:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
-    # 4. source BLIP-2 on the frozen small LM
+    # the source BLIP-2 on the frozen small LM
     started = time.perf_counter()
     spec = cfg["source_blip2"]
     lm = AutoModelForCausalLM.from_pretrained(out / spec["lm"])
@@ -365,6 +519,95 @@ def main() -> None:
         f"({time.perf_counter() - started:.0f} s)",
         flush=True,
     )
+
+
+def build_only(names: list[str], cfg: dict, wcfg: world.WorldConfig, out: Path) -> None:
+    """Build just these LMs and chat LMs (LMs first), keep everything else in OUT, and merge their entries
+    (and recipe sections) into OUT/zoo.json."""
+    report = json.loads((out / "zoo.json").read_text())
+    texts = lm_texts(cfg, wcfg)
+    lms = [name for name in cfg["lms"] if name in names]
+    tokenizers = build_tokenizers(cfg, wcfg) if lms else {}
+    for name in lms:
+        report["models"][name] = build_lm(name, cfg, tokenizers[cfg["lms"][name]["family"]], texts, out)
+        report["config"]["lms"][name] = cfg["lms"][name]
+    for name in [name for name in cfg["chat_lms"] if name in names]:
+        report["models"][name] = build_chat_lm(name, cfg, wcfg, texts, out)
+        report["config"].setdefault("chat_lms", {})[name] = cfg["chat_lms"][name]
+    (out / "zoo.json").write_text(json.dumps(report, indent=2))
+
+
+def check_only(parser: argparse.ArgumentParser, names: list[str], cfg: dict, out: Path) -> None:
+    """--only names LMs or chat LMs of the recipe, in a built zoo that holds every chat LM's base."""
+    known = [*cfg["lms"], *cfg["chat_lms"]]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        parser.error(f"--only: {', '.join(unknown)} not in the recipe's LMs or chat LMs ({', '.join(known)})")
+    if not (out / "zoo.json").exists():
+        parser.error(f"--only: {out / 'zoo.json'} not found; build the whole zoo there first")
+    for name in names:
+        base = cfg["chat_lms"].get(name, {}).get("base")
+        if base and base not in names and not (out / base / "config.json").exists():
+            parser.error(f"--only: {name} is fine-tuned from {base}, which {out} lacks; add it to --only")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(HERE / "zoo.toml"))
+    parser.add_argument("--out", default=str(HERE.parents[1] / "checkpoints"))
+    reuse = parser.add_mutually_exclusive_group()
+    reuse.add_argument(
+        "--reuse-lms",
+        action="store_true",
+        help="keep the toy LLMs and chat LLMs already in OUT (and their zoo.json entries) instead of "
+        "training them again: for recipe changes that touch only the VPG",
+    )
+    reuse.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="build just these LMs or chat LMs (e.g. toy-vicuna), keep everything else in OUT, and merge "
+        "their entries into OUT/zoo.json",
+    )
+    args = parser.parse_args()
+    try:
+        cfg = load_zoo_config(args.config)
+    except VPGTransError as exc:
+        parser.error(str(exc))
+    out = Path(args.out)
+    if args.reuse_lms and not (out / "zoo.json").exists():
+        parser.error(f"--reuse-lms: {out / 'zoo.json'} not found; build the whole zoo there first")
+    if args.only:
+        check_only(parser, args.only, cfg, out)
+    out.mkdir(parents=True, exist_ok=True)
+    wcfg = world.WorldConfig(image_size=cfg["image_size"], **cfg["world"])
+    torch.use_deterministic_algorithms(True)
+    if args.only:
+        build_only(args.only, cfg, wcfg, out)
+        return
+    report: dict = {"config": cfg, "models": {}}
+    clock = time.perf_counter()
+    previous = json.loads((out / "zoo.json").read_text())["models"] if args.reuse_lms else {}
+
+    def reused(name: str) -> bool:
+        if name in previous and (out / name / "config.json").exists():
+            report["models"][name] = previous[name]
+            print(f"{name}: reused from {out / name}", flush=True)
+            return True
+        return False
+
+    # 1. tokenizers; 2. language models
+    tokenizers = build_tokenizers(cfg, wcfg)
+    texts = lm_texts(cfg, wcfg)
+    for name, spec in cfg["lms"].items():
+        if not reused(name):
+            report["models"][name] = build_lm(name, cfg, tokenizers[spec["family"]], texts, out)
+    # 3. vision encoder; 4. source BLIP-2
+    build_source(cfg, wcfg, out, report)
+    # 5. chat LMs, last: nothing before them changes with their recipe
+    for name in cfg["chat_lms"]:
+        if not reused(name):
+            report["models"][name] = build_chat_lm(name, cfg, wcfg, texts, out)
     report["total_seconds"] = time.perf_counter() - clock
     (out / "zoo.json").write_text(json.dumps(report, indent=2))
 

@@ -28,7 +28,7 @@ class TurnPrediction:
 
     conversation: int  # line of the conversation in the file, from 0
     turn: int  # assistant turn within the conversation, from 0
-    image: str
+    image: str  # as conversations.jsonl names it ("" for a dialogue given as text)
     kind: str
     question: str
     gold: str

@@ -288,7 +288,7 @@ def cmd_world(args: argparse.Namespace) -> None:
 
     a = WorldArgs(**given(WorldArgs, args))
     path = world.write_dataset(a.out, a.n, a.seed, world.WorldConfig(image_size=a.image_size), a.layout)
-    print(f"{a.n} scenes: {path} (+ qa.jsonl, scenes.jsonl)")
+    print(f"{a.n} scenes: {path} (+ qa.jsonl, conversations.jsonl, scenes.jsonl)")
 
 
 def cmd_fit_converter(args: argparse.Namespace) -> None:

@@ -4,6 +4,8 @@ A scene is a small dark image holding one to a few flat-coloured objects, each w
 four attributes: colour, shape, size and position (a cell of a 3x3 grid). Captions,
 questions and the caption scorer all speak one small canonical grammar, so that tiny
 language models can be pretrained on it and captions can be checked against pixels.
+Conversations about a scene (`conversations.py`: descriptions, counts, attributes, follow-ups
+about "it", relations, existence) speak it too, with short canonical answers a scorer checks.
 
 Caption grammar (objects in reading order of their grid cells, joined by "and")::
 
@@ -14,6 +16,18 @@ Caption grammar (objects in reading order of their grid cells, joined by "and"):
               | "in the bottom right"
 """
 
+from .conversations import (
+    KINDS,
+    Turn,
+    conversation,
+    conversation_turns,
+    description,
+    dialogue_texts,
+    dialogue_turns,
+    normalise_answer,
+    score_answer,
+    to_messages,
+)
 from .datasets import load_scenes, pretraining_texts, write_dataset
 from .language import (
     ATTRIBUTES,
@@ -50,24 +64,34 @@ __all__ = [
     "SIZES",
     "VOCABULARY",
     "ATTRIBUTES",
+    "KINDS",
     "Mention",
     "Scene",
     "SceneObject",
+    "Turn",
     "WorldConfig",
     "attribute_accuracy_by_kind",
     "attribute_hits",
     "caption",
     "caption_attribute_hits",
+    "conversation",
+    "conversation_turns",
     "derive_scene",
     "describe",
+    "description",
+    "dialogue_texts",
+    "dialogue_turns",
     "generate_scene",
     "load_scenes",
+    "normalise_answer",
     "parse_caption",
     "pretraining_texts",
     "questions",
     "render",
+    "score_answer",
     "score_caption",
     "shape_mask",
+    "to_messages",
     "tokenize_words",
     "write_dataset",
 ]

@@ -1,4 +1,4 @@
-"""Writing datasets (images + captions, questions, scenes) and text-only pretraining corpora."""
+"""Writing datasets (images + captions, questions, conversations, scenes) and text-only pretraining corpora."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Literal
 
 import numpy as np
 
+from .conversations import conversation_turns, to_messages
 from .language import caption, questions
 from .scene import Scene, WorldConfig, generate_scene, render
+
+CONVERSATION_STREAM = 1  # image i's conversation draws from rng (seed, i, this): the other files stay as they were
 
 
 def write_dataset(
@@ -24,7 +27,9 @@ def write_dataset(
     Image i depends only on (seed, i), so a small dataset is a prefix of a larger one.
     "jsonl" writes captions.jsonl ({"image", "caption"}); "imagefolder" writes
     metadata.jsonl ({"file_name", "caption"}) for `datasets.load_dataset("imagefolder")`.
-    Both write qa.jsonl and scenes.jsonl; image paths are relative to out_dir.
+    Both write qa.jsonl, conversations.jsonl ({"image", "messages", "kinds"}: one conversation
+    about each image, the image opening its first user turn, and the kind of each answer) and
+    scenes.jsonl; image paths are relative to out_dir.
     """
     if layout not in ("jsonl", "imagefolder"):
         raise ValueError(f"unknown layout {layout!r}")
@@ -36,6 +41,7 @@ def write_dataset(
     with (
         caption_path.open("w") as captions_file,
         (out / "qa.jsonl").open("w") as qa_file,
+        (out / "conversations.jsonl").open("w") as conversations_file,
         (out / "scenes.jsonl").open("w") as scenes_file,
     ):
         for i in range(n):
@@ -51,7 +57,14 @@ def write_dataset(
                     + "\n"
                 )
                 question_id += 1
+            conversations_file.write(json.dumps(conversation_record(name, scene, seed, i, config)) + "\n")
     return caption_path
+
+
+def conversation_record(image: str, scene: Scene, seed: int, index: int, config: WorldConfig) -> dict:
+    """conversations.jsonl's line for image `index`: it depends on (seed, index) alone."""
+    turns = conversation_turns(scene, np.random.default_rng([seed, index, CONVERSATION_STREAM]), config)
+    return {"image": image, "messages": to_messages(turns), "kinds": [t.kind for t in turns]}
 
 
 def load_scenes(path: str | Path) -> list[Scene]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import check_value, from_mapping
+from ..config import check_value, from_mapping, option
 from ..errors import VPGTransError
 from .scene import WorldConfig
 
@@ -41,6 +41,21 @@ class LanguageModel:
     num_layers: int
     num_heads: int
     steps: int
+
+
+@dataclass(frozen=True)
+class ChatLanguageModel:
+    """A chat LM fine-tuned from one of the zoo's LMs on world dialogues (the scene given as text)."""
+
+    base: str = option(help="an [lms.*] entry of family llama: RoPE lets max_positions grow")
+    steps: int = option(help="optimizer steps", minimum=1)
+    batch_size: int = option(help="conversations (or plain texts) a step", minimum=1)
+    lr: float = option(help="peak learning rate of the zoo's warm-up + cosine", minimum=0)
+    dialogues: int = option(help="training dialogues", minimum=1)
+    heldout_dialogues: int = option(help="dialogues whose answers are decoded and scored", minimum=1)
+    max_tokens: int = option(help="tokens of a rendered dialogue kept (longer ones are cut at the end)", minimum=8)
+    max_positions: int = option(help="max_position_embeddings of the saved config", minimum=8)
+    mix: float = option(help="share of steps on plain pretraining texts (loss on every token), in [0, 1)", minimum=0)
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,7 @@ class ZooConfig:
     tokenizers: Tokenizers
     lm_pretraining: LMPretraining
     lms: dict[str, LanguageModel]
+    chat_lms: dict[str, ChatLanguageModel]
     vision: Vision
     qformer_pretraining: QFormerPretraining
     source_blip2: SourceBlip2
@@ -104,6 +120,18 @@ def _table(cls: type, values: Any, where: str) -> Any:
     if missing:
         raise VPGTransError(f"{where}: missing key(s) {', '.join(missing)}")
     return cls(**checked)
+
+
+def _check_chat_lm(chat: ChatLanguageModel, lms: dict[str, LanguageModel], where: str) -> None:
+    """The base must be a LLaMA-family LM of the zoo, the mix a share below one."""
+    if chat.base not in lms:
+        raise VPGTransError(f"{where}: base {chat.base!r} is not one of [lms.*]")
+    if lms[chat.base].family != "llama":
+        raise VPGTransError(
+            f"{where}: base {chat.base!r} is family {lms[chat.base].family!r}; max_positions needs llama"
+        )
+    if chat.mix >= 1:
+        raise VPGTransError(f"{where}: mix must be below 1 (some steps train on dialogues), not {chat.mix!r}")
 
 
 def load_zoo_config(path: str | Path) -> dict[str, Any]:
@@ -133,11 +161,19 @@ def load_zoo_config(path: str | Path) -> dict[str, Any]:
         image_size=check_value(ZooConfig, "image_size", data["image_size"], str(path)),
         world=from_mapping(WorldConfig, data["world"], f"{path} [world]"),
         lms={name: _table(LanguageModel, body, f"{path} [lms.{name}]") for name, body in data["lms"].items()},
+        chat_lms={
+            name: _table(ChatLanguageModel, body, f"{path} [chat_lms.{name}]")
+            for name, body in data["chat_lms"].items()
+        },
         **{key: _table(cls, data[key], f"{path} [{key}]") for key, cls in nested.items()},
     )
     for name, lm in config.lms.items():
         if lm.family not in ("opt", "llama"):
             raise VPGTransError(f"{path} [lms.{name}]: family {lm.family!r} is not one of opt, llama")
+    for name, chat in config.chat_lms.items():
+        _check_chat_lm(chat, config.lms, f"{path} [chat_lms.{name}]")
+        if name in config.lms:
+            raise VPGTransError(f"{path} [chat_lms.{name}]: {name!r} is also an [lms.*] entry; one folder each")
     if config.source_blip2.lm not in config.lms:
         raise VPGTransError(f"{path} [source_blip2]: lm {config.source_blip2.lm!r} is not one of [lms.*]")
     return dataclasses.asdict(config)
