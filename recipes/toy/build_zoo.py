@@ -3,9 +3,9 @@
 
     python recipes/toy/build_zoo.py [--config recipes/toy/zoo.toml] [--out checkpoints] [--only NAME ...]
 
-1. tokenizers of two families trained on world text (byte-level BPE; SentencePiece-style);
-2. toy LLMs (toy-opt-s, toy-opt-l, toy-llama) pretrained on text that rewards reading the
-   context (a description then its copy, or questions answered from it);
+1. tokenizers of three families trained on world text (byte-level BPE; SentencePiece BPE; unigram);
+2. toy LLMs (toy-opt-s, toy-opt-l, toy-llama; the encoder-decoder toy-t5) pretrained on text that
+   rewards reading the context (a description then its copy, or questions answered from it);
 3. a ViT pretrained on attribute classification, then frozen, as BLIP-2's is;
 4. toy-blip2-opt-s: BLIP-2's two stages in miniature on the frozen ViT: the Q-Former learns
    to read every grid cell (representation learning), then Q-Former + projector learn to
@@ -36,7 +36,7 @@ os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, Blip2VisionModel
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, Blip2VisionModel
 
 from vpgtrans import world
 from vpgtrans.chat.evaluate import TurnPrediction, summarise
@@ -406,11 +406,12 @@ def build_chat_lm(name: str, cfg: dict, wcfg: world.WorldConfig, plain: list[str
 
 
 def build_tokenizers(cfg: dict, wcfg: world.WorldConfig) -> dict:
-    """The two families' tokenizers, trained on world text."""
+    """The three families' tokenizers, trained on world text (each family's drawn independently)."""
     texts = world.pretraining_texts(cfg["tokenizers"]["texts"], cfg["seed"], wcfg)
     return {
         "opt": tiny.byte_level_bpe_tokenizer(texts, cfg["tokenizers"]["byte_level_vocab"]),
         "llama": tiny.sentencepiece_bpe_tokenizer(texts, cfg["tokenizers"]["sentencepiece_vocab"]),
+        "t5": tiny.t5_tokenizer(texts, cfg["tokenizers"]["unigram_vocab"]),
     }
 
 
@@ -422,6 +423,8 @@ def lm_texts(cfg: dict, wcfg: world.WorldConfig) -> list[str]:
 
 def build_lm(name: str, cfg: dict, tokenizer, texts: list[str], out: Path) -> dict:
     """Pretrain LM `name` from scratch and save it with its tokenizer; its zoo.json entry."""
+    if cfg["lms"][name]["family"] == "t5":
+        return build_seq2seq_lm(name, cfg, tokenizer, texts, out)
     started = time.perf_counter()
     spec, pre, seed = cfg["lms"][name], cfg["lm_pretraining"], cfg["seed"]
     train_texts, heldout_texts = texts[: pre["texts"]], texts[pre["texts"] :]
@@ -437,6 +440,78 @@ def build_lm(name: str, cfg: dict, tokenizer, texts: list[str], out: Path) -> di
     print(f"{name}: held-out perplexity {ppl:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
     return {
         "kind": "causal-lm",
+        "heldout_perplexity": ppl,
+        "final_train_loss": losses[-1],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def seq2seq_pairs(texts: list[str]) -> list[tuple[str, str]]:
+    """(encoder text, decoder text) from the pretraining texts: the caption copied, and every question
+    answered from it in BLIP-2 FlanT5's VQA format ("Question: ... Short answer:")."""
+    pairs = []
+    for text in texts:
+        caption, *questions = text.split("\n")
+        caption = caption.split(" . ")[0].removesuffix(" .")
+        pairs.append((caption, caption))
+        for line in questions:
+            question, _, answer = line.removeprefix("Question: ").partition(" Answer: ")
+            pairs.append((f"{caption} . Question: {question} Short answer:", answer))
+    return pairs
+
+
+def seq2seq_batches(tokenizer, pairs: list[tuple[str, str]], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder ids (pad-filled) and decoder labels (-100-filled), each text closed by the tokenizer's EOS."""
+    inputs = [tokenizer(a)["input_ids"][:max_tokens] for a, _ in pairs]
+    targets = [tokenizer(b)["input_ids"][:max_tokens] for _, b in pairs]
+    ids = torch.full((len(pairs), max(map(len, inputs))), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(pairs), max(map(len, targets))), -100, dtype=torch.long)
+    for i, (a, b) in enumerate(zip(inputs, targets)):
+        ids[i, : len(a)], labels[i, : len(b)] = torch.tensor(a), torch.tensor(b)
+    return ids, labels
+
+
+def seq2seq_loss(model, ids: torch.Tensor, labels: torch.Tensor, pad: int) -> torch.Tensor:
+    return model(input_ids=ids, attention_mask=(ids != pad).long(), labels=labels).loss
+
+
+def build_seq2seq_lm(name: str, cfg: dict, tokenizer, texts: list[str], out: Path) -> dict:
+    """Pretrain the encoder-decoder LM `name` on `seq2seq_pairs`, AdamW with the zoo's schedule."""
+    started = time.perf_counter()
+    spec, pre, seed = cfg["lms"][name], cfg["lm_pretraining"], cfg["seed"]
+    size = tiny.LMSize(hidden_size=spec["hidden_size"], num_layers=spec["num_layers"], num_heads=spec["num_heads"])
+    torch.manual_seed(seed)
+    model = AutoModelForSeq2SeqLM.from_config(tiny.t5_config(tokenizer, size))
+    ids, labels = seq2seq_batches(tokenizer, seq2seq_pairs(texts[: pre["texts"]]), pre["max_tokens"])
+    test_ids, test_labels = seq2seq_batches(tokenizer, seq2seq_pairs(texts[pre["texts"] :]), pre["max_tokens"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=pre["lr"], weight_decay=0.01)
+    schedule = warmup_cosine(optimizer, spec["steps"])
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    model.train()
+    for _ in range(spec["steps"]):
+        rows = torch.randint(len(ids), (pre["batch_size"],), generator=generator)
+        batch, targets = ids[rows], labels[rows]
+        batch = batch[:, : int((batch != tokenizer.pad_token_id).sum(1).max())]
+        targets = targets[:, : int((targets != -100).sum(1).max())]
+        loss = seq2seq_loss(model, batch, targets, tokenizer.pad_token_id)
+        update(model, optimizer, schedule, loss)
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        total = count = 0.0
+        for start in range(0, len(test_ids), 100):
+            targets = test_labels[start : start + 100]
+            n = int((targets != -100).sum())
+            total += seq2seq_loss(model, test_ids[start : start + 100], targets, tokenizer.pad_token_id).item() * n
+            count += n
+    ppl = math.exp(total / count)
+    model.save_pretrained(out / name)
+    tokenizer.save_pretrained(out / name)
+    print(f"{name}: held-out target perplexity {ppl:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return {
+        "kind": "seq2seq-lm",
         "heldout_perplexity": ppl,
         "final_train_loss": losses[-1],
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -16,12 +16,15 @@ from ..config import check_value, from_mapping, option
 from ..errors import VPGTransError
 from .scene import WorldConfig
 
+LM_FAMILIES = ("opt", "llama", "t5")  # each with its tokenizer: byte-level BPE, SentencePiece BPE, unigram
+
 
 @dataclass(frozen=True)
 class Tokenizers:
     texts: int  # world texts the tokenizers are trained on
     byte_level_vocab: int  # OPT family (GPT-2 byte-level BPE)
     sentencepiece_vocab: int  # LLaMA family (SentencePiece-style, + 256 byte-fallback tokens)
+    unigram_vocab: int  # T5 family (SentencePiece unigram)
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class LMPretraining:
 
 @dataclass(frozen=True)
 class LanguageModel:
-    family: str  # "opt" or "llama"
+    family: str  # "opt", "llama" or "t5" (LM_FAMILIES)
     tie_embeddings: bool
     hidden_size: int
     num_layers: int
@@ -168,8 +171,8 @@ def load_zoo_config(path: str | Path) -> dict[str, Any]:
         **{key: _table(cls, data[key], f"{path} [{key}]") for key, cls in nested.items()},
     )
     for name, lm in config.lms.items():
-        if lm.family not in ("opt", "llama"):
-            raise VPGTransError(f"{path} [lms.{name}]: family {lm.family!r} is not one of opt, llama")
+        if lm.family not in LM_FAMILIES:
+            raise VPGTransError(f"{path} [lms.{name}]: family {lm.family!r} is not one of {', '.join(LM_FAMILIES)}")
     for name, chat in config.chat_lms.items():
         _check_chat_lm(chat, config.lms, f"{path} [chat_lms.{name}]")
         if name in config.lms:
