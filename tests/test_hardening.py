@@ -135,6 +135,13 @@ def test_a_dst_that_cannot_generate_is_refused_up_front(zoo, tmp_path, capsys):
     assert _transfer(zoo, tmp_path / "out", dst=encoder_only) == 2
     assert "model_type is 'distilbert', which is not a generative language model" in _error(capsys)
     assert not (tmp_path / "out").exists()
+    from transformers import BertConfig, BertForMaskedLM  # a type with a causal-LM class, saved as an encoder
+
+    bert = tmp_path / "bert"
+    BertForMaskedLM(BertConfig(vocab_size=99, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32)).save_pretrained(bert)  # fmt: skip
+    assert _transfer(zoo, tmp_path / "out", dst=bert) == 2
+    assert "hold no generative head" in _error(capsys) and not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is refused only without a GPU")

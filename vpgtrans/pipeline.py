@@ -23,6 +23,7 @@ from .convert_config import LavisSource
 from .errors import VPGTransError
 from .evaluation.evaluate import WORLD_METRICS, load_world, world_scores
 from .io.atomic import atomic_dir
+from .io.lavis import read_pth
 from .method.converter import ConverterFitConfig, WordConverter, fit_converter
 from .method.graft import (
     GraftReport,
@@ -47,13 +48,17 @@ def save_model(
     """A `save_pretrained` folder that loads with transformers alone, written atomically. A `chat` model
     (instruction-tuned) gets the chat decoding defaults, and a processor that leaves the image tokens
     to the chat template; the others keep BLIP-2's captioning defaults and processor."""
+    captioning = model.generation_config
     if chat:
         model.generation_config = chat_generation_config(processor)
         processor = copy.copy(processor)
         processor.num_query_tokens = None
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+    try:
+        with atomic_dir(folder) as tmp:
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+    finally:
+        model.generation_config = captioning  # the live model keeps decoding as it did
 
 
 def load_source(src: str | LavisSource, dtype: torch.dtype) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
@@ -65,9 +70,9 @@ def check_source(src: str | LavisSource) -> None:
     """Fail early on a source that cannot load: its files, its kind, its LLM."""
     if not isinstance(src, LavisSource):
         return check_blip2_ref(src)
-    for path in (src.checkpoint, src.vit):
-        if path is not None and not Path(path).is_file():
-            raise VPGTransError(f"{path}: LAVIS file not found")
+    for path in (src.checkpoint, src.vit):  # read now: a pickle needing trust fails before OUT exists
+        if path is not None:
+            read_pth(path, src.trust_pickle)
     check_language_model_ref(src.llm)
 
 

@@ -24,6 +24,7 @@ class TransferConfig:
     src_vit: str | None = option(None, "a LAVIS --src (.pth): its EVA ViT file (eva_vit_g.pth)")
     src_vit_heads: int = option(16, "a LAVIS --src (.pth): ViT attention heads (EVA ViT-g: 16)", minimum=1)
     src_qformer_heads: int = option(12, "a LAVIS --src (.pth): Q-Former attention heads (BERT-base: 12)", minimum=1)
+    src_trust_pickle: bool = option(False, "a LAVIS --src (.pth): unpickle more than tensors (only a trusted file)")
     converter: str = option(
         "ridge", "converter fit: closed-form ridge, or the paper's cosine/SGD recipe", choices=CONVERTER_METHODS
     )
@@ -57,6 +58,7 @@ class TransferConfig:
             vit=self.src_vit,
             vit_heads=self.src_vit_heads,
             qformer_heads=self.src_qformer_heads,
+            trust_pickle=self.src_trust_pickle,
         )
 
     def __post_init__(self):

@@ -19,7 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, StopStringCrite
 from ..errors import VPGTransError
 from ..io.images import to_rgb
 from .config import ChatSettings
-from .template import IMAGE_TOKEN, check_chat_model, end_marker, render, stop_token_ids
+from .template import IMAGE_TOKEN, check_chat_model, end_marker, marker_token_id, render, stop_token_ids
 
 
 @dataclass
@@ -81,9 +81,8 @@ class ChatModel:
         return cls(model, processor, ref)
 
     def _stops(self) -> tuple[list[int], list[str]]:
-        """End-of-answer token ids, and the marker as a stop string when it is not one token."""
-        ids = stop_token_ids(self.processor)
-        return ids, [] if len(self.tokenizer.encode(self.marker, add_special_tokens=False)) == 1 else [self.marker]
+        """End-of-answer token ids, and the marker as a stop string when it is not a token of its own."""
+        return stop_token_ids(self.processor), [] if marker_token_id(self.processor) is not None else [self.marker]
 
     def fit(self, messages: list[dict], settings: ChatSettings) -> tuple[list[dict], list[int], int, int]:
         """(messages kept, prompt ids, turns dropped, new-token budget): the oldest turns go first,
@@ -183,21 +182,16 @@ class ChatModel:
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         text, shown = "", 0
-        pieces = iter(streamer)
-        while True:
-            try:
-                piece = next(pieces)
-            except StopIteration:
-                break
-            except KeyboardInterrupt:
-                stop.set()  # generation ends at its next token; the loop drains what is left
-                continue
-            text += piece
-            cut = text.find(self.marker)
-            visible = (text[:cut] if cut >= 0 else text[: len(text) - _held_back(text, self.marker)]).lstrip()
-            if len(visible) > shown and not stop.is_set():
-                on_text(visible)
-                shown = len(visible)
+        try:
+            for piece in streamer:
+                text += piece
+                cut = text.find(self.marker)
+                visible = (text[:cut] if cut >= 0 else text[: len(text) - _held_back(text, self.marker)]).lstrip()
+                if len(visible) > shown and not stop.is_set():
+                    on_text(visible)
+                    shown = len(visible)
+        except KeyboardInterrupt:  # Ctrl-C: generation ends at its next token; what came so far is kept
+            stop.set()
         thread.join()
         if "error" in result:
             raise result["error"]

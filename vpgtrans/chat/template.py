@@ -150,16 +150,26 @@ def answer_spans(processor: Any, messages: list[dict]) -> tuple[str, list[tuple[
     return text, spans
 
 
-def stop_token_ids(processor: Any) -> list[int]:
-    """End-of-answer token ids: EOS, and the end marker when it is one token (else it is a stop string)."""
+def marker_token_id(processor: Any) -> int | None:
+    """The end marker's id when it is one special or added token (`</s>`, `<|im_end|>`): only then does
+    the model always emit it as that token. Plain text such as `###` tokenizes differently after an
+    answer than alone (LLaMA: `##` + `#`, or `▁###`), so it is matched as a stop string instead."""
     tokenizer = processor.tokenizer
-    marker = tokenizer.encode(end_marker(processor), add_special_tokens=False)
-    return sorted({tokenizer.eos_token_id, *(marker if len(marker) == 1 else ())})
+    marker = end_marker(processor)
+    special = set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
+    return tokenizer.convert_tokens_to_ids(marker) if marker in special else None
+
+
+def stop_token_ids(processor: Any) -> list[int]:
+    """End-of-answer token ids: EOS, and the end marker when it is a token of its own."""
+    ids = {processor.tokenizer.eos_token_id, marker_token_id(processor)} - {None}
+    return sorted(ids)
 
 
 def chat_generation_config(processor: Any) -> GenerationConfig:
     """A chat model's decoding defaults (VL-Vicuna's: up to 300 new tokens, stop at the end of the
-    answer, never emit `<image>`), so a plain `model.generate` answers as `vpgtrans chat` does."""
+    answer, never emit `<image>`), so a plain `model.generate` answers as `vpgtrans chat` does (a marker
+    that is plain text, MiniGPT-4's `###`, also needs `stop_strings` and the tokenizer: docs/formats.md)."""
     tokenizer = processor.tokenizer
     return GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,

@@ -441,7 +441,6 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
 def chat_loop(session) -> None:
     """Read lines until /quit or end of input: commands, or questions answered as they stream."""
-    from ..io.atomic import write_text_atomic
     from ..io.images import open_rgb
 
     while True:
@@ -463,14 +462,25 @@ def chat_loop(session) -> None:
                 session.show(open_rgb(rest.strip(), "/image"), rest.strip())
                 print(f"(image {rest.strip()} will go with your next message)")
             elif command == "/save":
-                write_text_atomic(Path(rest.strip()), json.dumps(session.transcript(), indent=2))
-                print(f"(transcript saved to {rest.strip()})")
+                _save_transcript(session, rest.strip())
             elif command.startswith("/"):
                 print(f"unknown command {command}; {CHAT_HELP}")
             else:
                 _answer(session, line)
         except VPGTransError as exc:
             print(f"error: {exc}")
+
+
+def _save_transcript(session, path: str) -> None:
+    from ..io.atomic import write_text_atomic
+
+    if not path:
+        raise VPGTransError("/save needs a file: /save FILE.json")
+    try:
+        write_text_atomic(Path(path), json.dumps(session.transcript(), indent=2))
+    except OSError as exc:
+        raise VPGTransError(f"/save {path}: cannot write it ({exc.strerror or exc})") from exc
+    print(f"(transcript saved to {path})")
 
 
 def _answer(session, question: str) -> None:
@@ -483,7 +493,11 @@ def _answer(session, question: str) -> None:
         shown = len(text)
 
     print("assistant> ", end="", flush=True)
-    reply = session.ask(question, on_text=show)
+    try:
+        reply = session.ask(question, on_text=show)
+    except KeyboardInterrupt:  # outside the streaming loop (beam search, preprocessing): the question is dropped
+        print(" [interrupted: the question was dropped]", flush=True)
+        return
     print(" [stopped]" if reply.stopped else "", flush=True)
     if reply.dropped_turns:
         print(f"(the {reply.dropped_turns} oldest turn(s) were left out to fit the context)")

@@ -79,7 +79,7 @@ def read_pth(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Te
     except pickle.UnpicklingError as exc:
         raise VPGTransError(
             f"{path}: holds Python objects besides tensors (LAVIS saves its config and optimizer too); "
-            "pass --trust-pickle if you trust where the file comes from"
+            "pass --trust-pickle (transfer: --src-trust-pickle) if you trust where the file comes from"
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise VPGTransError(f"{path}: not a PyTorch checkpoint ({exc})") from exc

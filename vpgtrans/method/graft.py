@@ -35,6 +35,7 @@ from ..presets import resolve_model_ref
 from .converter import WordConverter, fuse_projection, load_tokenizer
 from .embeddings import checkpoint_key_index, read_tensor
 
+GENERATIVE_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 VPG_PREFIXES = ("vision_model.", "qformer.", "query_tokens")
 # What the method trains (stage 2; stage 1 trains the projector alone): kept in fp32 whatever the
 # precision of the frozen ViT and LLM.
@@ -78,6 +79,13 @@ def check_language_model_ref(ref: str) -> None:
         raise VPGTransError(
             f"{ref}: config.json model_type is {kind!r}, which is not a generative language model "
             "(a causal LM, or an encoder-decoder such as T5)"
+        )
+    architectures = config.get("architectures") or []
+    if architectures and not any(a.endswith(GENERATIVE_HEADS) for a in architectures):
+        raise VPGTransError(
+            f"{ref}: config.json architectures {architectures} hold no generative head "
+            f"({', '.join(GENERATIVE_HEADS)}): an encoder-only model, even of a type with a causal-LM class (BERT), "
+            "does not generate"
         )
     try:
         llm_params(config)  # the cost accounting must count it, or the run would fail after its warm-up

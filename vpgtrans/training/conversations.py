@@ -243,6 +243,11 @@ class ConversationCollator:
                     f"{source}: the image does not fit in the first {self.max_tokens} tokens "
                     f"(--max-chat-tokens); raise it or shorten the turns before the image"
                 )
+            if all(label == -100 for label in labels):
+                raise VPGTransError(
+                    f"{source}: no answer token within the first {self.max_tokens} tokens (--max-chat-tokens); raise "
+                    "it or shorten the turns before the first answer"
+                )
             rows.append((ids, labels))
         length = max(len(ids) for ids, _ in rows)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

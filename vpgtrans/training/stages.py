@@ -90,7 +90,7 @@ def stage_config(spec: StageSpec, training: TrainingConfig, samples: int, proces
         grad_accum=training.grad_accum,
         seed=training.seed + spec.seed_offset,
         checkpoint_every=training.checkpoint_every,
-        dropout_in=spec.train_mode,
+        dropout_in=tuple(m for m in spec.train_mode if any(t == m or t.startswith(m + ".") for t in trainable)),
         num_workers=training.num_workers,
     )
 
