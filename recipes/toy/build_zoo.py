@@ -493,8 +493,8 @@ def build_seq2seq_lm(name: str, cfg: dict, tokenizer, texts: list[str], out: Pat
     for _ in range(spec["steps"]):
         rows = torch.randint(len(ids), (pre["batch_size"],), generator=generator)
         batch, targets = ids[rows], labels[rows]
-        batch = batch[:, : int((batch != tokenizer.pad_token_id).sum(1).max())]
-        targets = targets[:, : int((targets != -100).sum(1).max())]
+        batch = batch[:, : int((batch != tokenizer.pad_token_id).sum(1).max())].contiguous()
+        targets = targets[:, : int((targets != -100).sum(1).max())].contiguous()
         loss = seq2seq_loss(model, batch, targets, tokenizer.pad_token_id)
         update(model, optimizer, schedule, loss)
         losses.append(loss.item())
