@@ -24,6 +24,7 @@ max_objects = 3
 texts = 300
 byte_level_vocab = 300
 sentencepiece_vocab = 120
+unigram_vocab = 120
 [lm_pretraining]
 texts = 200
 heldout_texts = 20
