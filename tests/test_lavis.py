@@ -79,6 +79,17 @@ def lavis_by_hand(model, prefix: str) -> tuple[dict, dict]:
     return stage2, vit
 
 
+def _lavis_files(zoo, folder: Path):
+    """The source BLIP-2, laid out by hand as LAVIS' three files in `folder`; (the source, its LLM folder)."""
+    source, _ = load_blip2(str(zoo.src))
+    stage2, vit = lavis_by_hand(source, "opt")
+    torch.save({"model": stage2}, folder / "blip2_opt.pth")
+    torch.save(vit, folder / "eva_vit.pth")
+    source.language_model.save_pretrained(folder / "opt")
+    AutoTokenizer.from_pretrained(zoo.src).save_pretrained(folder / "opt")
+    return source, folder / "opt"
+
+
 def _logits(model, zoo) -> torch.Tensor:
     from vpgtrans.training.data import CaptionDataset, load_caption_data
     from vpgtrans.training.run import collator_for
@@ -92,13 +103,7 @@ def _logits(model, zoo) -> torch.Tensor:
 
 
 def test_a_file_laid_out_as_lavis_stores_it_gives_the_same_logits(zoo, tmp_path):
-    source, _ = load_blip2(str(zoo.src))
-    stage2, vit = lavis_by_hand(source, "opt")
-    torch.save({"model": stage2}, tmp_path / "blip2_opt.pth")
-    torch.save(vit, tmp_path / "eva_vit.pth")
-    llm = tmp_path / "opt"
-    source.language_model.save_pretrained(llm)
-    AutoTokenizer.from_pretrained(zoo.src).save_pretrained(llm)
+    source, llm = _lavis_files(zoo, tmp_path)
     lavis = LavisSource(checkpoint=str(tmp_path / "blip2_opt.pth"), llm=str(llm), vit=str(tmp_path / "eva_vit.pth"),
                         vit_heads=4, qformer_heads=4)  # fmt: skip
     converted, _ = load_lavis(lavis)
@@ -175,13 +180,7 @@ def test_vpg_config_comes_from_the_shapes(zoo):
 
 
 def test_a_lavis_checkpoint_is_a_source(zoo, tmp_path, capsys):
-    source, _ = load_blip2(str(zoo.src))
-    stage2, vit = lavis_by_hand(source, "opt")
-    torch.save({"model": stage2}, tmp_path / "blip2_opt.pth")
-    torch.save(vit, tmp_path / "eva_vit.pth")
-    llm = tmp_path / "opt"
-    source.language_model.save_pretrained(llm)
-    AutoTokenizer.from_pretrained(zoo.src).save_pretrained(llm)
+    source, llm = _lavis_files(zoo, tmp_path)
     args = ["transfer", "--src", str(tmp_path / "blip2_opt.pth"), "--dst", str(zoo.dst_llama), "--data", str(zoo.data)]
     steps = ["--stage1-steps", "1", "--stage2-steps", "1", "--batch-size", "8", "--out", str(tmp_path / "run")]
     assert main([*args, *steps]) == 2

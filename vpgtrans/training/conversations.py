@@ -13,8 +13,6 @@ turn. Image paths are relative to the file (or folder) that names them.
 from __future__ import annotations
 
 import json
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from ..chat.template import IMAGE_TOKEN, answer_spans
 from ..errors import VPGTransError
 from ..io.images import open_rgb
 from ..io.jsonl import iter_jsonl
+from .data import check_records
 
 # MiniGPT-4's second-stage requests for a detailed description (its prompts/alignment.txt).
 DESCRIBE_REQUESTS = (
@@ -185,15 +184,8 @@ def load_conversations(path: str | Path, skip_bad_samples: bool = False) -> Conv
         except VPGTransError as exc:
             return exc
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        checked = list(pool.map(check, rows))
-    errors = [c for c in checked if isinstance(c, VPGTransError)]
-    if errors and not skip_bad_samples:
-        raise errors[0]
-    records = [c for c in checked if isinstance(c, ConversationRecord)]
-    if not records:
-        raise VPGTransError(f"{path}: no usable conversations")
-    return ConversationData(records=records, skipped=len(errors), path=path)
+    records, skipped = check_records(rows, check, skip_bad_samples, f"{path}: no usable conversations")
+    return ConversationData(records=records, skipped=skipped, path=path)
 
 
 class ConversationDataset(torch.utils.data.Dataset):

@@ -8,6 +8,7 @@ Every bad record is reported with its file and line before anything is trained.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,15 +94,22 @@ def load_caption_data(path: str | Path, skip_bad_samples: bool = False) -> Capti
         except VPGTransError as exc:
             return exc
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
+    records, skipped = check_records(rows, check, skip_bad_samples, f"{jsonl}: no usable image-caption pairs")
+    return CaptionData(records=records, skipped=skipped, path=path)
+
+
+def check_records(rows: list, check: Callable, skip_bad_samples: bool, none_left: str) -> tuple[list, int]:
+    """(good records, bad ones skipped): `check` (a record, or the VPGTransError naming what is wrong) runs on
+    all cores, since PIL decodes without the GIL; the first bad record raises unless skipping."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         checked = list(pool.map(check, rows))
     errors = [c for c in checked if isinstance(c, VPGTransError)]
     if errors and not skip_bad_samples:
         raise errors[0]
-    records = [c for c in checked if isinstance(c, CaptionRecord)]
+    records = [c for c in checked if not isinstance(c, VPGTransError)]
     if not records:
-        raise VPGTransError(f"{jsonl}: no usable image-caption pairs")
-    return CaptionData(records=records, skipped=len(errors), path=path)
+        raise VPGTransError(none_left)
+    return records, len(errors)
 
 
 class CaptionDataset(torch.utils.data.Dataset):
