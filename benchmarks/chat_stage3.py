@@ -19,11 +19,11 @@ from pathlib import Path
 from vpgtrans import world
 from vpgtrans.chat.evaluate import conversation_scores
 from vpgtrans.chat.session import ChatModel
-from vpgtrans.cli.commands import _world_folder
 from vpgtrans.pipeline import run_single_stage, run_transfer
 from vpgtrans.recipes import get_recipe
 from vpgtrans.training.stages import INSTRUCT
 from vpgtrans.transfer_config import StageRunConfig, TransferConfig
+from vpgtrans.world.datasets import world_folder
 
 
 def main() -> None:
@@ -35,8 +35,8 @@ def main() -> None:
     recipe = get_recipe("vl-vicuna-toy")
     train = out / f"world-n{recipe.world_images}-seed{recipe.world_seed}"
     heldout = out / f"world-n{recipe.eval_images}-seed{recipe.eval_seed}"
-    _world_folder(train, recipe.world_images, recipe.world_seed)
-    _world_folder(heldout, recipe.eval_images, recipe.eval_seed)
+    world_folder(train, recipe.world_images, recipe.world_seed)
+    world_folder(heldout, recipe.eval_images, recipe.eval_seed)
     training = recipe.training_config()
     results: dict = {"recipe": recipe.name, "heldout": str(heldout), "limit": args.limit, "seconds": {}}
 

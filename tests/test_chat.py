@@ -77,8 +77,8 @@ def test_a_plain_text_marker_stops_as_a_string_a_special_one_as_a_token(minigpt4
     """`###` tokenizes one way alone and another after an answer (LLaMA: `▁###` vs `##` + `#`), so it is a
     stop string; an EOS marker is a token the model emits as such."""
     minigpt4, own = ChatModel.load(str(minigpt4_model)), ChatModel.load(str(chat_model))
-    assert minigpt4._stops() == ([minigpt4.tokenizer.eos_token_id], ["###"])
-    assert own._stops() == ([own.tokenizer.eos_token_id], [])
+    assert (minigpt4.stop_ids, minigpt4.stop_strings) == ([minigpt4.tokenizer.eos_token_id], ["###"])
+    assert (own.stop_ids, own.stop_strings) == ([own.tokenizer.eos_token_id], [])
 
 
 def test_the_tokenizers_own_template_is_kept_with_images_in_place(chat_model):

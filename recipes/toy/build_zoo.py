@@ -435,11 +435,16 @@ def build_lm(name: str, cfg: dict, tokenizer, texts: list[str], out: Path) -> di
     model = AutoModelForCausalLM.from_config(config)
     losses = pretrain_lm(model, tokenizer, train_texts, spec["steps"], pre, seed)
     ppl = perplexity(model, tokenizer, heldout_texts, pre["max_tokens"])
-    model.eval().save_pretrained(out / name)
-    tokenizer.save_pretrained(out / name)
-    print(f"{name}: held-out perplexity {ppl:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return save_lm(model, tokenizer, out / name, "causal-lm", "perplexity", ppl, losses, started)
+
+
+def save_lm(model, tokenizer, folder: Path, kind: str, measure: str, ppl: float, losses: list[float], started: float):
+    """Save a pretrained LM with its tokenizer, print its held-out `measure`, and return its zoo.json entry."""
+    model.eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    print(f"{folder.name}: held-out {measure} {ppl:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
     return {
-        "kind": "causal-lm",
+        "kind": kind,
         "heldout_perplexity": ppl,
         "final_train_loss": losses[-1],
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -507,16 +512,7 @@ def build_seq2seq_lm(name: str, cfg: dict, tokenizer, texts: list[str], out: Pat
             total += seq2seq_loss(model, test_ids[start : start + 100], targets, tokenizer.pad_token_id).item() * n
             count += n
     ppl = math.exp(total / count)
-    model.save_pretrained(out / name)
-    tokenizer.save_pretrained(out / name)
-    print(f"{name}: held-out target perplexity {ppl:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
-    return {
-        "kind": "seq2seq-lm",
-        "heldout_perplexity": ppl,
-        "final_train_loss": losses[-1],
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "seconds": time.perf_counter() - started,
-    }
+    return save_lm(model, tokenizer, out / name, "seq2seq-lm", "target perplexity", ppl, losses, started)
 
 
 def build_source(cfg: dict, wcfg: world.WorldConfig, out: Path, report: dict) -> None:

@@ -63,6 +63,10 @@ class ChatModel:
         self.num_query_tokens = model.config.num_query_tokens
         check_chat_model(model, processor)
         self.marker = end_marker(processor)
+        # End-of-answer token ids, and the marker as a stop string when it is not a token of its own:
+        # read off the template once, not per answer.
+        self.stop_ids = stop_token_ids(processor)
+        self.stop_strings = [] if marker_token_id(processor) is not None else [self.marker]
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.max_positions = getattr(model.config.text_config, "max_position_embeddings", None)
         self.lock = threading.Lock()  # one generation at a time on one model
@@ -79,10 +83,6 @@ class ChatModel:
         if torch.cuda.is_available():
             model.to("cuda")
         return cls(model, processor, ref)
-
-    def _stops(self) -> tuple[list[int], list[str]]:
-        """End-of-answer token ids, and the marker as a stop string when it is not a token of its own."""
-        return stop_token_ids(self.processor), [] if marker_token_id(self.processor) is not None else [self.marker]
 
     def fit(self, messages: list[dict], settings: ChatSettings) -> tuple[list[dict], list[int], int, int]:
         """(messages kept, prompt ids, turns dropped, new-token budget): the oldest turns go first,
@@ -122,18 +122,16 @@ class ChatModel:
     ) -> Reply:
         """The assistant's next answer to `messages` (image parts in order of `images`). `on_text` sees
         the answer as it grows (with beam search, at once); `stop` ends it early."""
-        if sum(image_parts(m["content"]) for m in messages) != len(images):
-            raise VPGTransError(
-                f"the conversation shows {sum(image_parts(m['content']) for m in messages)} images but "
-                f"{len(images)} were given"
-            )
+        shown = sum(image_parts(m["content"]) for m in messages)
+        if shown != len(images):
+            raise VPGTransError(f"the conversation shows {shown} images but {len(images)} were given")
         kept, ids, dropped, budget = self.fit(messages, settings)
         images = images[len(images) - sum(image_parts(m["content"]) for m in kept) :]
-        eos, stop_strings = self._stops()
+        eos = self.stop_ids
         stop = stop or threading.Event()
         criteria = [_StopOnEvent(stop)]
-        if stop_strings:
-            criteria.append(StopStringCriteria(self.tokenizer, stop_strings))
+        if self.stop_strings:
+            criteria.append(StopStringCriteria(self.tokenizer, self.stop_strings))
         device = next(self.model.language_model.parameters()).device
         sample = settings.temperature > 0
         kwargs: dict[str, Any] = {

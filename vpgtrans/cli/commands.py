@@ -131,21 +131,6 @@ class EstimateArgs:
 # --------------------------------------------------------------------------- recipes
 
 
-def _world_folder(folder: Path, images: int, seed: int) -> None:
-    """A miniature-world data folder, generated once (atomically) and reused; a folder from before
-    the world had conversations is written again."""
-    import shutil
-
-    from .. import world
-    from ..io.atomic import atomic_dir
-
-    if (folder / "captions.jsonl").exists() and not (folder / "conversations.jsonl").exists():
-        shutil.rmtree(folder)
-    if not (folder / "captions.jsonl").exists():
-        with atomic_dir(folder) as tmp:
-            world.write_dataset(tmp, images, seed)
-
-
 def _recipe(args: argparse.Namespace):
     """The named recipe, or 'default' when --src/--dst/--data are not all given; else none."""
     from ..recipes import Recipe, get_recipe
@@ -190,6 +175,7 @@ def _recipe_config(cls: type, args: argparse.Namespace, training_fields: list[st
     """`cls` (TransferConfig or CompareConfig) from the flags over the recipe over the defaults.
     The whole config is checked before a recipe's world data is generated."""
     from ..pipeline import check_precision
+    from ..world.datasets import world_folder
 
     recipe = _recipe(args)
     flags = given(cls, args)
@@ -208,7 +194,7 @@ def _recipe_config(cls: type, args: argparse.Namespace, training_fields: list[st
     config = cls(**values, training=training, **extra)
     check_precision(training.precision)
     for folder, images, seed in worlds:
-        _world_folder(folder, images, seed)
+        world_folder(folder, images, seed)
     return config
 
 

@@ -67,6 +67,22 @@ def conversation_record(image: str, scene: Scene, seed: int, index: int, config:
     return {"image": image, "messages": to_messages(turns), "kinds": [t.kind for t in turns]}
 
 
+def world_folder(folder: str | Path, n: int, seed: int, config: WorldConfig = WorldConfig()) -> Path:
+    """A world folder of n scenes (`write_dataset`), generated once, atomically, and reused; a folder from
+    before the world had conversations is written again. Returns its captions file."""
+    import shutil
+
+    from ..io.atomic import atomic_dir
+
+    folder = Path(folder)
+    if (folder / "captions.jsonl").exists() and not (folder / "conversations.jsonl").exists():
+        shutil.rmtree(folder)
+    if not (folder / "captions.jsonl").exists():
+        with atomic_dir(folder) as tmp:
+            write_dataset(tmp, n, seed, config)
+    return folder / "captions.jsonl"
+
+
 def load_scenes(path: str | Path) -> list[Scene]:
     """Read scenes.jsonl back, in file order, to score captions against ground truth."""
     with Path(path).open() as f:
